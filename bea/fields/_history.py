@@ -1,0 +1,58 @@
+"""Shared pieces of the mini-batch fields: gradients and Hessian-vector products over the
+history of batches, all taken at the current theta (MATH.md section 3), and the
+exponential-average weights with their bias corrections."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PyTree
+
+
+def grad_history(loss, theta: Float[Array, " p"], batches: PyTree) -> Float[Array, "K p"]:
+    """g_k(theta) = grad E_k(theta) for every batch k on the leading axis (one vmap)."""
+    return jax.vmap(jax.grad(loss), in_axes=(None, 0))(theta, batches)
+
+
+def hvp_history(
+    loss, theta: Float[Array, " p"], batches: PyTree, tangents: Float[Array, "K p"]
+) -> Float[Array, "K p"]:
+    """H_k(theta) v_k for every k: one forward-over-reverse product per batch, vmapped."""
+    grad = jax.grad(loss)
+
+    def one(batch, v):
+        return jax.jvp(lambda t: grad(t, batch), (theta,), (v,))[1]
+
+    return jax.vmap(one)(batches, tangents)
+
+
+def one_minus_pow(a, m):
+    """1 - a^m computed as -expm1(m log a): exact for a near 1 (and 1 for a = 0)."""
+    a = jnp.asarray(a, dtype=float)
+    return -jnp.expm1(m * jnp.log(a))
+
+
+def ema_weights(a, n: Int[Array, ""], K: int, bias_correction: bool = True) -> Float[Array, " K"]:
+    """w_k = a^(n-k) (1-a) / (1-a^(n+1)) for k <= n, 0 for k > n (the weights of the
+    bias-corrected exponential average at step n; without the divisor if not corrected)."""
+    k = jnp.arange(K)
+    e = jnp.maximum(n - k, 0)
+    w = jnp.where(k <= n, jnp.asarray(a, dtype=float) ** e * (1 - a), 0.0)
+    return w / one_minus_pow(a, n + 1) if bias_correction else w
+
+
+def ema_all(X: Float[Array, "K p"], a) -> Float[Array, "K p"]:
+    """Unnormalised averages A_l = sum_{k<=l} a^(l-k) (1-a) X_k for every l (one scan)."""
+
+    def step(acc, x):
+        acc = a * acc + (1 - a) * x
+        return acc, acc
+
+    return jax.lax.scan(step, jnp.zeros_like(X[0]), X)[1]
+
+
+def suffix_sum(U: Float[Array, "K p"], n: Int[Array, ""]) -> Float[Array, "K p"]:
+    """S_k = sum_{l=k}^{n-1} U_l (zero for k >= n): the history shifts of Theorems 3.3/3.6."""
+    l = jnp.arange(U.shape[0])
+    Um = jnp.where((l < n)[:, None], U, 0.0)
+    return jnp.flip(jnp.cumsum(jnp.flip(Um, 0), 0), 0)

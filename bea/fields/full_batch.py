@@ -1,0 +1,150 @@
+"""Full-batch closed forms: Remark 3.7 (Adam), Remark 3.4 (RMSProp), the large-n limit (8)
+and the zeroth-order flows. One gradient and one Hessian-vector product per evaluation.
+
+With N1(theta) = ||grad E||_{1,eps} and dN1 = H (g / R), Remark 3.7 gives
+
+    R = sqrt(g^2 + eps), M = g, L = c_beta(n) dN1, Lbar = dN1, P = c_rho(n) g dN1, Pbar = g dN1,
+    c_a(n) = a/(1-a) - (n+1) a^(n+1) / (1 - a^(n+1)),
+
+so the field is  -g/R + h dN1 ( (2 c_rho + 1) g^2 / (2 R^3) - (2 c_beta + 1) / (2 R) ),
+and as n grows (2 c_a + 1) -> (1+a)/(1-a): equation (8).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from bea.fields._history import one_minus_pow
+
+__all__ = ["c", "adam_field", "rmsprop_field", "adam_limit_field", "rmsprop_limit_field",
+           "sign_flow"]
+
+_SERIES = (1 / 12, -1 / 720, 1 / 30240, -1 / 1209600)
+
+
+def _g(x):
+    """1/expm1(x) - 1/x, smooth at 0 (-1/2 + x/12 - x^3/720 + ...); series below 0.1."""
+    xs = jnp.where(x < 0.1, x, 0.05)
+    series = -0.5 + xs * (_SERIES[0] + xs**2 * (_SERIES[1] + xs**2 * (_SERIES[2] + xs**2
+                                                                       * _SERIES[3])))
+    xd = jnp.where(x < 0.1, 1.0, x)
+    direct = 1 / jnp.expm1(xd) - 1 / xd
+    return jnp.where(x < 0.1, series, direct)
+
+
+def c(a, n: Int[Array, ""] | int) -> Float[Array, ""]:
+    """c_a(n) = a/(1-a) - (n+1) a^(n+1)/(1-a^(n+1)) (Remark 3.7's bracket), computed stably.
+
+    With d = -log a, c_a(n) = 1/expm1(d) - (n+1)/expm1((n+1) d); writing 1/expm1(x) = 1/x + g(x)
+    the 1/d terms cancel exactly and c_a(n) = g(d) - (n+1) g((n+1) d), with g smooth. This
+    keeps full relative accuracy for a near 1 (c_0.999(0) = 0 exactly) and c_0(n) = 0.
+    It is also the mean of j under weights a^j (1-a)/(1-a^(n+1)), j = 0..n.
+    """
+    a = jnp.asarray(a, dtype=float)
+    d = -jnp.log(a)
+    n1 = jnp.asarray(n, dtype=float) + 1
+    val = _g(d) - n1 * _g(n1 * d)
+    return jnp.where(a == 0, 0.0, val)
+
+
+def _grad_and_dN1(loss, theta, eps, scale=1.0):
+    """g, and dN1 = H (g / sqrt(scale g^2 + eps)) with one jvp through grad."""
+    grad = jax.grad(loss)
+    g = grad(theta)
+    R = jnp.sqrt(scale * g * g + eps)
+    return g, R, jax.jvp(grad, (theta,), (g / R,))[1]
+
+
+def adam_field(loss: Callable, h, beta, rho, eps, *, order: int = 1, variant: str = "paper"):
+    """Remark 3.7: full-batch Adam's modified field at step n, ``f(n, theta)``.
+
+    ``order=0`` is the exact zeroth-order field -g/sqrt(g^2+eps); ``variant="typo"`` puts
+    R^3 under the L term."""
+
+    def f(n, theta):
+        if order == 0:
+            g = jax.grad(loss)(theta)
+            return -g / jnp.sqrt(g * g + eps)
+        g, R, dN1 = _grad_and_dN1(loss, theta, eps)
+        kb = 2 * c(beta, n) + 1
+        kr = 2 * c(rho, n) + 1
+        L_den = 2 * R**3 if variant == "typo" else 2 * R
+        return -g / R + h * dN1 * (kr * g * g / (2 * R**3) - kb / L_den)
+
+    return f
+
+
+def adam_limit_field(loss: Callable, h, beta, rho, eps):
+    """Equation (8): the large-n limit of Remark 3.7 (c_a -> a/(1-a))."""
+
+    def f(n, theta):
+        del n
+        g, R, dN1 = _grad_and_dN1(loss, theta, eps)
+        kb, kr = (1 + beta) / (1 - beta), (1 + rho) / (1 - rho)
+        return -g / R + h * dN1 * (kr * g * g - kb * R * R) / (2 * R**3)
+
+    return f
+
+
+def rmsprop_limit_field(loss: Callable, h, rho, eps):
+    """Remark 3.4's large-n form, i.e. (8) with beta = 0."""
+    return adam_limit_field(loss, h, 0.0, rho, eps)
+
+
+def _window(rho, num_steps: int) -> int:
+    """History length beyond which rho^(n-l) < 1e-18 (the weights are below round-off)."""
+    try:
+        r = float(rho)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return num_steps
+    if r <= 0:
+        return 1
+    return max(1, min(num_steps, math.ceil(math.log(1e-18) / math.log(r)) + 1))
+
+
+def rmsprop_field(loss: Callable, h, rho, eps, num_steps: int, *, order: int = 1,
+                  variant: str = "paper"):
+    """Remark 3.4: full-batch RMSProp keeps the factors (1-rho^(l+1)) inside R^(l).
+
+    R^(l) = sqrt((1-rho^(l+1)) g^2 + eps), u^(l) = g / R^(l), and with
+    V = sum_{l<n} rho^(n-l) (1-rho^(l+1)) u^(l):  2P + Pbar = g H(2V + (1-rho^(n+1)) u^(n)),
+    so one Hessian-vector product serves P and Pbar; Lbar = H u^(n). ``num_steps`` bounds n;
+    the sum over l runs over the last W steps, W the window where rho^(n-l) >= 1e-18.
+    """
+    W = _window(rho, num_steps)
+
+    def f(n, theta):
+        grad = jax.grad(loss)
+        g = grad(theta)
+        bn = one_minus_pow(rho, n + 1)
+        Rn = jnp.sqrt(bn * g * g + eps)
+        un = g / Rn
+        if order == 0:
+            return -un
+        l = n - 1 - jnp.arange(W)  # l = n-1, n-2, ..., n-W
+        valid = (l >= 0)[:, None]
+        bl = one_minus_pow(rho, jnp.maximum(l, 0) + 1)[:, None]
+        wl = jnp.asarray(rho, dtype=float) ** (n - l)[:, None] * bl
+        V = jnp.sum(jnp.where(valid, wl * g / jnp.sqrt(bl * g * g + eps), 0.0), axis=0)
+        HV, Hu = jax.vmap(lambda v: jax.jvp(grad, (theta,), (v,))[1])(
+            jnp.stack([2 * V + bn * un, un]))
+        L_den = 2 * Rn**3 if variant == "typo" else 2 * Rn
+        return -un + h * (g * (g * HV) / (2 * Rn**3) - Hu / L_den)
+
+    return f
+
+
+def sign_flow(loss: Callable, eps):
+    """The zeroth-order large-n flow -g/sqrt(g^2+eps): eps-perturbed sign GD (MATH.md §4)."""
+
+    def f(n, theta):
+        del n
+        g = jax.grad(loss)(theta)
+        return -g / jnp.sqrt(g * g + eps)
+
+    return f

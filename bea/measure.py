@@ -1,0 +1,53 @@
+"""Measuring the order (MATH.md section 6): global error, fitted and local slopes, floors.
+
+    err(h) = max_{0<=n<=N} || theta~(nh) - theta^(n) ||_2
+
+The order is the least-squares slope of log err against log h over a ladder of h at a
+fixed horizon T; local slopes between neighbouring h show the approach to it. A point
+whose error is within ``factor`` of the solver error or of float64 round-off is at the
+floor: it is flagged and left out of the fit, never silently fitted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = ["global_error", "fit_slope", "local_slopes", "roundoff_floor", "at_floor"]
+
+
+def global_error(ode: Float[Array, "N+1 p"], discrete: Float[Array, "N+1 p"]) -> float:
+    """max over n of ||theta~(nh) - theta^(n)||_2 (NaN if either path is not finite)."""
+    d = np.linalg.norm(np.asarray(ode) - np.asarray(discrete), axis=-1)
+    return float(np.max(d)) if np.all(np.isfinite(d)) else float("nan")
+
+
+def fit_slope(h, err, use=None) -> float:
+    """Least-squares slope of log err on log h over the points in ``use`` (default: finite,
+    positive ones). NaN with fewer than two points."""
+    h, err = np.asarray(h, float), np.asarray(err, float)
+    ok = np.isfinite(err) & (err > 0)
+    if use is not None:
+        ok &= np.asarray(use, bool)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(h[ok]), np.log(err[ok]), 1)[0])
+
+
+def local_slopes(h, err) -> list[float]:
+    """log(err_i/err_{i+1}) / log(h_i/h_{i+1}) between neighbours, in the order given."""
+    h, err = np.asarray(h, float), np.asarray(err, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.log(err[:-1] / err[1:]) / np.log(h[:-1] / h[1:])
+    return [float(x) for x in s]
+
+
+def roundoff_floor(discrete: Float[Array, "N+1 p"]) -> float:
+    """Error float64 round-off alone can make over N steps: 1e-16 N max_n ||theta^(n)||."""
+    d = np.asarray(discrete)
+    return float(np.finfo(np.float64).eps * len(d) * np.max(np.linalg.norm(d, axis=-1)))
+
+
+def at_floor(err: float, solver_error: float, roundoff: float, factor: float = 10.0) -> bool:
+    """True if ``err`` is within ``factor`` of the solver error or the round-off floor."""
+    return bool(np.isfinite(err) and err < factor * max(solver_error, roundoff))

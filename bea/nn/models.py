@@ -1,0 +1,312 @@
+"""Equinox classifiers for the training experiments of Section 6.
+
+The paper trains ResNet-50 and ResNet-101 on CIFAR-10/100 with full-batch Adam
+(Figures 3 to 8); the authors' code also offers a plain CNN and a ViT. All models
+here map ONE example ``(channels, height, width)`` to logits ``(num_classes,)``;
+batching is ``jax.vmap`` in the training loop.
+
+Normalisation under full-batch accumulation
+-------------------------------------------
+The full-batch gradient of a network that does not fit in memory is accumulated over
+physical batches. With BatchNorm the forward pass of example i depends on the other
+examples of its physical batch (through the batch mean and variance), so the
+"full-batch loss" itself depends on how the data is split into physical batches:
+changing the physical batch size, the number of devices or the padding changes the
+gradient, and the accumulated gradient is not the gradient of any fixed function of
+the whole data set. (The running statistics are also state that the optimizer does
+not see.) GroupNorm (ResNets) and LayerNorm (ViT) normalise each example on its own,
+so the loss is a plain sum of per-example terms and the accumulated gradient is
+exactly the full-batch gradient, whatever the split (``tests/test_nn_train.py``
+checks this to round-off). This is why every model here uses per-example
+normalisation; the paper's ResNets use BatchNorm, so our ResNets are GroupNorm
+variants of the same architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+__all__ = [
+    "CNN",
+    "ResNet",
+    "ViT",
+    "MODEL_NAMES",
+    "make_model",
+    "cast_floating",
+]
+
+MODEL_NAMES = ("resnet50", "resnet101", "cnn", "vit", "cnn_small", "resnet_small")
+
+
+def _groups(channels: int, max_groups: int) -> int:
+    """Largest group count <= max_groups dividing channels (GroupNorm needs a divisor)."""
+    g = min(max_groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class CNN(eqx.Module):
+    """Blocks of [conv3x3, relu, conv3x3, relu, max-pool 2] then dense layers.
+
+    The authors' CNN uses widths (32, 64, 128) and one hidden dense layer of 512.
+    No normalisation, so nothing couples examples.
+    """
+
+    convs: list
+    dense: list
+    pool: eqx.nn.MaxPool2d
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        widths: Sequence[int] = (32, 64, 128),
+        hidden: int = 512,
+        *,
+        key: PRNGKeyArray,
+    ):
+        keys = iter(jax.random.split(key, 2 * len(widths) + 2))
+        convs, c, size = [], in_channels, image_size
+        for w in widths:
+            convs.append(eqx.nn.Conv2d(c, w, 3, padding=1, key=next(keys)))
+            convs.append(eqx.nn.Conv2d(w, w, 3, padding=1, key=next(keys)))
+            c, size = w, max(size // 2, 1)
+        self.convs = convs
+        self.pool = eqx.nn.MaxPool2d(2, 2)
+        flat = c * size * size
+        self.dense = [
+            eqx.nn.Linear(flat, hidden, key=next(keys)),
+            eqx.nn.Linear(hidden, num_classes, key=next(keys)),
+        ]
+
+    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, " k"]:
+        for i in range(0, len(self.convs), 2):
+            x = jax.nn.relu(self.convs[i](x))
+            x = jax.nn.relu(self.convs[i + 1](x))
+            if x.shape[-1] >= 2:
+                x = self.pool(x)
+        x = jax.nn.relu(self.dense[0](x.reshape(-1)))
+        return self.dense[1](x)
+
+
+class BasicBlock(eqx.Module):
+    """Two 3x3 convolutions with GroupNorm and an identity (or 1x1) shortcut."""
+
+    conv1: eqx.nn.Conv2d
+    norm1: eqx.nn.GroupNorm
+    conv2: eqx.nn.Conv2d
+    norm2: eqx.nn.GroupNorm
+    shortcut: list
+
+    expansion = 1
+
+    def __init__(self, c_in: int, width: int, stride: int, groups: int, *, key: PRNGKeyArray):
+        k1, k2, k3 = jax.random.split(key, 3)
+        c_out = width * self.expansion
+        self.conv1 = eqx.nn.Conv2d(c_in, width, 3, stride, padding=1, use_bias=False, key=k1)
+        self.norm1 = eqx.nn.GroupNorm(_groups(width, groups), width)
+        self.conv2 = eqx.nn.Conv2d(width, c_out, 3, padding=1, use_bias=False, key=k2)
+        self.norm2 = eqx.nn.GroupNorm(_groups(c_out, groups), c_out)
+        self.shortcut = _shortcut(c_in, c_out, stride, groups, k3)
+
+    def __call__(self, x):
+        y = jax.nn.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        s = x if not self.shortcut else self.shortcut[1](self.shortcut[0](x))
+        return jax.nn.relu(y + s)
+
+
+class Bottleneck(eqx.Module):
+    """1x1 -> 3x3 (stride) -> 1x1 (x4 channels) with GroupNorm, as in ResNet-50/101."""
+
+    conv1: eqx.nn.Conv2d
+    norm1: eqx.nn.GroupNorm
+    conv2: eqx.nn.Conv2d
+    norm2: eqx.nn.GroupNorm
+    conv3: eqx.nn.Conv2d
+    norm3: eqx.nn.GroupNorm
+    shortcut: list
+
+    expansion = 4
+
+    def __init__(self, c_in: int, width: int, stride: int, groups: int, *, key: PRNGKeyArray):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        c_out = width * self.expansion
+        self.conv1 = eqx.nn.Conv2d(c_in, width, 1, use_bias=False, key=k1)
+        self.norm1 = eqx.nn.GroupNorm(_groups(width, groups), width)
+        self.conv2 = eqx.nn.Conv2d(width, width, 3, stride, padding=1, use_bias=False, key=k2)
+        self.norm2 = eqx.nn.GroupNorm(_groups(width, groups), width)
+        self.conv3 = eqx.nn.Conv2d(width, c_out, 1, use_bias=False, key=k3)
+        self.norm3 = eqx.nn.GroupNorm(_groups(c_out, groups), c_out)
+        self.shortcut = _shortcut(c_in, c_out, stride, groups, k4)
+
+    def __call__(self, x):
+        y = jax.nn.relu(self.norm1(self.conv1(x)))
+        y = jax.nn.relu(self.norm2(self.conv2(y)))
+        y = self.norm3(self.conv3(y))
+        s = x if not self.shortcut else self.shortcut[1](self.shortcut[0](x))
+        return jax.nn.relu(y + s)
+
+
+def _shortcut(c_in: int, c_out: int, stride: int, groups: int, key: PRNGKeyArray) -> list:
+    if stride == 1 and c_in == c_out:
+        return []
+    return [
+        eqx.nn.Conv2d(c_in, c_out, 1, stride, use_bias=False, key=key),
+        eqx.nn.GroupNorm(_groups(c_out, groups), c_out),
+    ]
+
+
+class ResNet(eqx.Module):
+    """CIFAR ResNet (He et al.): 3x3 stride-1 stem, no max-pool, four stages, GroupNorm.
+
+    ``resnet50``: Bottleneck blocks (3, 4, 6, 3) of widths (64, 128, 256, 512);
+    ``resnet101``: (3, 4, 23, 3). BatchNorm is replaced by GroupNorm (module docstring).
+    """
+
+    stem: eqx.nn.Conv2d
+    stem_norm: eqx.nn.GroupNorm
+    blocks: list
+    head: eqx.nn.Linear
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        block: type = Bottleneck,
+        depths: Sequence[int] = (3, 4, 6, 3),
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem_width: int = 64,
+        groups: int = 32,
+        *,
+        key: PRNGKeyArray,
+    ):
+        kstem, khead, kblocks = jax.random.split(key, 3)
+        self.stem = eqx.nn.Conv2d(in_channels, stem_width, 3, padding=1, use_bias=False, key=kstem)
+        self.stem_norm = eqx.nn.GroupNorm(_groups(stem_width, groups), stem_width)
+        keys = iter(jax.random.split(kblocks, sum(depths)))
+        blocks, c = [], stem_width
+        for stage, (depth, width) in enumerate(zip(depths, widths, strict=True)):
+            for i in range(depth):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                blocks.append(block(c, width, stride, groups, key=next(keys)))
+                c = width * block.expansion
+        self.blocks = blocks
+        self.head = eqx.nn.Linear(c, num_classes, key=khead)
+
+    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, " k"]:
+        x = jax.nn.relu(self.stem_norm(self.stem(x)))
+        for b in self.blocks:
+            x = b(x)
+        return self.head(jnp.mean(x, axis=(1, 2)))
+
+
+class _EncoderBlock(eqx.Module):
+    norm1: eqx.nn.LayerNorm
+    attn: eqx.nn.MultiheadAttention
+    norm2: eqx.nn.LayerNorm
+    mlp1: eqx.nn.Linear
+    mlp2: eqx.nn.Linear
+
+    def __init__(self, width: int, heads: int, mlp: int, *, key: PRNGKeyArray):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.norm1 = eqx.nn.LayerNorm(width)
+        self.attn = eqx.nn.MultiheadAttention(heads, width, use_query_bias=True,
+                                              use_key_bias=True, use_value_bias=True,
+                                              use_output_bias=True, key=k1)
+        self.norm2 = eqx.nn.LayerNorm(width)
+        self.mlp1 = eqx.nn.Linear(width, mlp, key=k2)
+        self.mlp2 = eqx.nn.Linear(mlp, width, key=k3)
+
+    def __call__(self, t):
+        y = jax.vmap(self.norm1)(t)
+        t = t + self.attn(y, y, y)
+        y = jax.vmap(self.norm2)(t)
+        return t + jax.vmap(lambda z: self.mlp2(jax.nn.gelu(self.mlp1(z))))(y)
+
+
+class ViT(eqx.Module):
+    """Vision transformer: patch embedding, learned positions, pre-LN encoder, mean pool.
+
+    The authors' ViT: patch 4, width 512, depth 6, 16 heads, MLP 1024. LayerNorm acts
+    per token, so examples never interact.
+    """
+
+    patch: eqx.nn.Conv2d
+    pos: Float[Array, "n d"]
+    blocks: list
+    norm: eqx.nn.LayerNorm
+    head: eqx.nn.Linear
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        patch: int = 4,
+        width: int = 512,
+        depth: int = 6,
+        heads: int = 16,
+        mlp: int = 1024,
+        *,
+        key: PRNGKeyArray,
+    ):
+        kp, kpos, kh, kb = jax.random.split(key, 4)
+        self.patch = eqx.nn.Conv2d(in_channels, width, patch, patch, key=kp)
+        n = (image_size // patch) ** 2
+        self.pos = 0.02 * jax.random.normal(kpos, (n, width))
+        self.blocks = [_EncoderBlock(width, heads, mlp, key=k) for k in jax.random.split(kb, depth)]
+        self.norm = eqx.nn.LayerNorm(width)
+        self.head = eqx.nn.Linear(width, num_classes, key=kh)
+
+    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, " k"]:
+        p = self.patch(x)  # (width, h/patch, w/patch)
+        t = p.reshape(p.shape[0], -1).T + self.pos
+        for b in self.blocks:
+            t = b(t)
+        return self.head(jnp.mean(jax.vmap(self.norm)(t), axis=0))
+
+
+_BUILDERS: dict[str, Callable[..., eqx.Module]] = {
+    "resnet50": lambda c, s, k, key: ResNet(c, k, Bottleneck, (3, 4, 6, 3), key=key),
+    "resnet101": lambda c, s, k, key: ResNet(c, k, Bottleneck, (3, 4, 23, 3), key=key),
+    "cnn": lambda c, s, k, key: CNN(c, s, k, (32, 64, 128), 512, key=key),
+    "vit": lambda c, s, k, key: ViT(c, s, k, 4, 512, 6, 16, 1024, key=key),
+    # CPU-sized: a few thousand parameters, seconds per hundred full-batch steps on digits.
+    "cnn_small": lambda c, s, k, key: CNN(c, s, k, (8, 16), 32, key=key),
+    "resnet_small": lambda c, s, k, key: ResNet(
+        c, k, BasicBlock, (1, 1), (8, 16), stem_width=8, groups=4, key=key
+    ),
+}
+
+
+def cast_floating(tree, dtype) -> object:
+    """Cast every floating-point array leaf of ``tree`` to ``dtype`` (the rest unchanged)."""
+
+    def cast(a):
+        if eqx.is_array(a) and jnp.issubdtype(a.dtype, jnp.floating):
+            return a.astype(dtype)
+        return a
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def make_model(
+    name: str,
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    key: PRNGKeyArray,
+    dtype=jnp.float32,
+) -> eqx.Module:
+    """Build model ``name`` (one of ``MODEL_NAMES``) with parameters of ``dtype``."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return cast_floating(_BUILDERS[name](in_channels, image_size, num_classes, key), dtype)

@@ -1,0 +1,406 @@
+"""The full-batch training loop of Section 6, its run directory, sweeps and resume.
+
+One step n, at parameters theta^(n):
+
+    E, acc, g = full-batch loss, accuracy, gradient  (bea.nn.fullbatch)
+    test loss and accuracy at theta^(n)
+    ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|; c and E + c ||g||_{1,eps}  (bea.nn.metrics)
+    theta^(n+1) = Adam step with g  (bea.optimizers.adam, Definition 3.1 or a variant)
+
+and row n of the history holds the quantities at theta^(n). A run stops the first time
+the training loss is below ``stop_loss`` (that row is the paper's stopping point, "the
+first point the training loss drops below 0.01"), when a loss or gradient entry is not
+finite (divergence, recorded with its step), or at ``max_steps`` / ``max_minutes``.
+
+Sweeps over h, beta, rho or eps share the model and the data, so by default their
+members run as one ``vmap``ped compiled program (one Adam state per member, members
+that stopped are no longer logged). Run directory layout::
+
+    OUT/history.csv, OUT/config.json, OUT/checkpoints/        (single run)
+    OUT/sweep.json, OUT/checkpoints/, OUT/rho=0.99/{history.csv,config.json}, ...  (sweep)
+
+With ``sweep_mode="sequential"`` every member has its own checkpoints directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PyTree
+
+from bea.nn import history as hist
+from bea.nn.checkpoint import Checkpointer
+from bea.nn.data import DATASET_NAMES, load_dataset
+from bea.nn.fullbatch import (
+    Batches,
+    data_mesh,
+    evaluate,
+    loss_and_grad,
+    make_batches,
+    replicate,
+    shard_batches,
+)
+from bea.nn.metrics import first_order_prediction, gradient_metrics
+from bea.nn.models import MODEL_NAMES, make_model
+from bea.optimizers import adam
+
+__all__ = [
+    "OPTIMIZERS",
+    "SWEEP_KEYS",
+    "ConfigError",
+    "TrainConfig",
+    "HParams",
+    "validate",
+    "parse_sweep",
+    "members",
+    "make_step",
+    "run",
+]
+
+# name -> (bias_correction, eps_inside)
+OPTIMIZERS = {
+    "adam": (True, True),
+    "adam_no_bias_correction": (False, True),
+    "adam_eps_outside": (True, False),
+    "adam_no_bias_correction_eps_outside": (False, False),
+}
+SWEEP_KEYS = ("h", "beta", "rho", "eps")
+# fields that may change between a run and its --resume
+_RESUMABLE = ("max_steps", "max_minutes", "checkpoint_every", "write_every")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the offending value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: str = "cnn_small"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_size: int | None = None
+    optimizer: str = "adam"
+    h: float = 1e-3
+    beta: float = 0.9
+    rho: float = 0.999
+    eps: float = 1e-3
+    stop_loss: float | None = None
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    physical_batch: int = 500
+    checkpoint_every: int = 100
+    write_every: int = 10
+    sweep: str | None = None
+    sweep_mode: str = "vmap"
+
+
+class HParams(NamedTuple):
+    h: Float[Array, "..."]
+    beta: Float[Array, "..."]
+    rho: Float[Array, "..."]
+    eps: Float[Array, "..."]
+
+
+def _check_hparams(h, beta, rho, eps, where=""):
+    if not (h > 0 and math.isfinite(h)):
+        raise ConfigError(f"h must be > 0, got {h}{where}")
+    if not 0 <= beta < 1:
+        raise ConfigError(f"beta must be in [0, 1), got {beta}{where}")
+    if not 0 < rho < 1:
+        raise ConfigError(f"rho must be in (0, 1), got {rho}{where}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ConfigError(f"eps must be > 0, got {eps}{where}")
+
+
+def parse_sweep(spec: str) -> tuple[str, list[float]]:
+    """``"rho=0.99,0.995"`` -> ("rho", [0.99, 0.995])."""
+    key, sep, values = spec.partition("=")
+    key = key.strip()
+    if not sep or key not in SWEEP_KEYS:
+        raise ConfigError(f"--sweep must be KEY=V1,V2,... with KEY in {SWEEP_KEYS}, got {spec!r}")
+    try:
+        vals = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--sweep values must be numbers, got {values!r}") from None
+    if not vals:
+        raise ConfigError(f"--sweep {key}= needs at least one value")
+    if len(set(vals)) != len(vals):
+        raise ConfigError(f"--sweep values repeat: {values!r}")
+    return key, vals
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ConfigError naming the first invalid field of ``cfg``."""
+    if cfg.model not in MODEL_NAMES:
+        raise ConfigError(f"unknown model {cfg.model!r}; choose from {', '.join(MODEL_NAMES)}")
+    if cfg.dataset not in DATASET_NAMES:
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from "
+                          f"{', '.join(DATASET_NAMES)}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from "
+                          f"{', '.join(OPTIMIZERS)}")
+    if cfg.dtype not in ("float32", "float64"):
+        raise ConfigError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
+    if cfg.sweep_mode not in ("vmap", "sequential"):
+        raise ConfigError(f"sweep mode must be vmap or sequential, got {cfg.sweep_mode!r}")
+    _check_hparams(cfg.h, cfg.beta, cfg.rho, cfg.eps)
+    for m in members(cfg):
+        _check_hparams(m["h"], m["beta"], m["rho"], m["eps"], f" (in --sweep {cfg.sweep})")
+    if cfg.stop_loss is not None and not cfg.stop_loss > 0:
+        raise ConfigError(f"stop-loss must be > 0, got {cfg.stop_loss}")
+    if cfg.max_steps < 1:
+        raise ConfigError(f"max-steps must be >= 1, got {cfg.max_steps}")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise ConfigError(f"max-minutes must be > 0, got {cfg.max_minutes}")
+    for name in ("physical_batch", "checkpoint_every", "write_every"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.train_size is not None and cfg.train_size < 1:
+        raise ConfigError(f"train-size must be >= 1, got {cfg.train_size}")
+
+
+def members(cfg: TrainConfig) -> list[dict]:
+    """One dict (name, h, beta, rho, eps) per configuration of the sweep (one if none)."""
+    base = {"h": cfg.h, "beta": cfg.beta, "rho": cfg.rho, "eps": cfg.eps}
+    if cfg.sweep is None:
+        return [dict(base, name=None)]
+    key, vals = parse_sweep(cfg.sweep)
+    return [dict(base, **{key: v}, name=f"{key}={v:g}") for v in vals]
+
+
+def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int):
+    """The jitted, member-vmapped step (params, opt_state, hp, train xyw, test xyw) ->
+    (params', opt_state', metrics) of the module docstring; leading axis = member."""
+    bias_correction, eps_inside = OPTIMIZERS[optimizer]
+
+    def one(params, opt_state, hp, train, test):
+        tr = Batches(*train, n_train)
+        te = Batches(*test, n_test)
+        loss, acc, g = loss_and_grad(params, static, tr)
+        test_loss, test_acc = evaluate(params, static, te)
+        m = gradient_metrics(g, hp.eps)
+        m.update(first_order_prediction(loss, m["perturbed_one_norm"], hp.h, hp.beta, hp.rho))
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(g)]))
+        m.update(train_loss=loss, train_accuracy=acc, test_loss=test_loss,
+                 test_accuracy=test_acc, finite=finite)
+        opt = adam(hp.h, hp.beta, hp.rho, hp.eps, bias_correction=bias_correction,
+                   eps_inside=eps_inside)
+        updates, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, m
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+
+
+def _init_state(cfg: TrainConfig, k: int, image_shape, num_classes, dtype):
+    model = make_model(cfg.model, image_shape[0], image_shape[1], num_classes,
+                       jax.random.PRNGKey(cfg.seed), dtype)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    bias_correction, eps_inside = OPTIMIZERS[cfg.optimizer]
+    opt_state = adam(1.0, 0.0, 0.5, 1.0, bias_correction=bias_correction,
+                     eps_inside=eps_inside).init(params)
+    stack = lambda t: jax.tree_util.tree_map(  # noqa: E731
+        lambda a: np.broadcast_to(np.asarray(a), (k,) + np.shape(a)).copy(), t)
+    return stack(params), stack(opt_state), static
+
+
+def _triggers(row: dict, stop_loss: float | None) -> str | None:
+    vals = [row[c] for c in hist.COLUMNS if c != "step"]
+    if not all(math.isfinite(v) for v in vals):
+        return "diverged"
+    if stop_loss is not None and row["train_loss"] < stop_loss:
+        return "stop_loss"
+    return None
+
+
+class _Member:
+    def __init__(self, spec: dict, directory: str):
+        self.spec = spec
+        self.dir = directory
+        self.rows: list[dict] = []
+        self.status = "running"
+
+    @property
+    def history_path(self):
+        return os.path.join(self.dir, "history.csv")
+
+    def summary(self, cfg: TrainConfig, steps_done: int, elapsed: float, devices: int) -> dict:
+        out = {"config": dataclasses.asdict(cfg), "h": self.spec["h"], "beta": self.spec["beta"],
+               "rho": self.spec["rho"], "eps": self.spec["eps"], "sweep_member": self.spec["name"],
+               "status": self.status, "steps_done": steps_done, "rows": len(self.rows),
+               "elapsed_seconds": round(elapsed, 3), "devices": devices,
+               "stop_step": None, "diverged_step": None}
+        if self.status == "stop_loss":
+            last = self.rows[-1]
+            out["stop_step"] = last["step"]
+            out.update({f"stop_{c}": last[c] for c in hist.COLUMNS if c != "step"})
+        if self.status == "diverged":
+            out["diverged_step"] = self.rows[-1]["step"]
+        return out
+
+
+def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill_at_step,
+               is_main, log):
+    """Run the members ``specs`` together (vmapped), writing into ``dirs``."""
+    dtype = jnp.dtype(cfg.dtype)
+    k = len(specs)
+    ms = [_Member(s, d) for s, d in zip(specs, dirs, strict=True)]
+    for m in ms:
+        os.makedirs(m.dir, exist_ok=True)
+    params, opt_state, static = _init_state(cfg, k, data.x_train.shape[1:], data.num_classes,
+                                            dtype)
+    hp = HParams(*(np.array([s[key] for s in specs], dtype=dtype) for key in HParams._fields))
+    params, opt_state, hp = replicate((params, opt_state, hp), mesh)
+    nd = mesh.devices.size
+    train = shard_batches(make_batches(data.x_train, data.y_train, cfg.physical_batch, nd,
+                                       dtype), mesh)
+    test = shard_batches(make_batches(data.x_test, data.y_test, cfg.physical_batch, nd,
+                                      dtype), mesh)
+    step_fn = make_step(static, cfg.optimizer, train.n, test.n)
+
+    ckpt = Checkpointer(ckpt_dir)
+    step = 0
+    latest = ckpt.latest_step() if resume else None
+    if latest is not None:
+        params, opt_state = ckpt.restore(latest, (params, opt_state))
+        step = latest
+        for m in ms:
+            rows = hist.read_history(m.history_path) if os.path.exists(m.history_path) else []
+            m.rows = [r for r in rows if r["step"] < step]
+            if len(m.rows) < step or (m.rows and _triggers(m.rows[-1], cfg.stop_loss)):
+                m.status = _triggers(m.rows[-1], cfg.stop_loss) if m.rows else "running"
+        log(f"resumed from step {step} ({ckpt_dir})")
+
+    t0 = time.monotonic()
+
+    def write_all(final=False):
+        if not is_main:
+            return
+        for m in ms:
+            hist.write_history(m.history_path, m.rows)
+            hist.write_json(os.path.join(m.dir, "config.json"),
+                            m.summary(cfg, step, time.monotonic() - t0, nd))
+
+    def active():
+        return [m.status == "running" for m in ms]
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main),
+               desc="full-batch steps", dynamic_ncols=True)
+    train_xyw, test_xyw = (train.x, train.y, train.w), (test.x, test.y, test.w)
+    while any(active()) and step < cfg.max_steps:
+        if cfg.max_minutes is not None and time.monotonic() - t0 > 60 * cfg.max_minutes:
+            for m in ms:
+                if m.status == "running":
+                    m.status = "max_minutes"
+            break
+        was_active = active()
+        params, opt_state, met = step_fn(params, opt_state, hp, train_xyw, test_xyw)
+        met = jax.device_get(met)
+        for i, m in enumerate(ms):
+            if not was_active[i]:
+                continue
+            row = {"step": step, **{c: float(met[c][i]) for c in hist.COLUMNS if c != "step"}}
+            m.rows.append(row)
+            why = "diverged" if not bool(met["finite"][i]) else _triggers(row, cfg.stop_loss)
+            if why is not None:
+                m.status = why
+                log(f"{m.spec['name'] or 'run'}: {why} at step {step} "
+                    f"(train loss {row['train_loss']:.4g}, test acc {row['test_accuracy']:.4f})")
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(np.nanmin(met['train_loss'])):.4g}",
+                        active=sum(active()))
+        if step % cfg.checkpoint_every == 0:
+            write_all()  # history first: it may run ahead of the checkpoint, never behind
+            ckpt.save(step, (params, opt_state))
+        elif step % cfg.write_every == 0:
+            write_all()
+        if kill_at_step is not None and step == kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
+    bar.close()
+    for m in ms:
+        if m.status == "running":
+            m.status = "max_steps"
+    write_all(final=True)
+    if ckpt.latest_step() != step:
+        ckpt.save(step, (params, opt_state))
+    ckpt.close()
+    return [m.summary(cfg, step, time.monotonic() - t0, nd) for m in ms]
+
+
+def run(
+    cfg: TrainConfig,
+    out: str,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    kill_at_step: int | None = None,
+    log=print,
+) -> list[dict]:
+    """Train ``cfg`` into directory ``out`` (see the module docstring); return the
+    per-member summaries also written to each ``config.json``.
+
+    Raises ConfigError for an invalid configuration, or for ``out`` holding a different
+    run (or any run without ``resume``), and DataError if the data is missing.
+    """
+    validate(cfg)
+    is_main = jax.process_index() == 0
+    specs = members(cfg)
+    root_file = os.path.join(out, "sweep.json" if cfg.sweep else "config.json")
+    if os.path.exists(root_file):
+        if not resume:
+            raise ConfigError(f"{out} already holds a run; pass --resume or choose another --out")
+        old = hist.read_json(root_file)["config"]
+        new = dataclasses.asdict(cfg)
+        for key in new:
+            if key not in _RESUMABLE and old.get(key) != new[key]:
+                raise ConfigError(f"--resume with {key}={new[key]!r} but the run in {out} has "
+                                  f"{key}={old.get(key)!r}")
+    data = load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype), cfg.train_size)
+    mesh = data_mesh()
+    os.makedirs(out, exist_ok=True)
+    common = dict(resume=resume, progress=progress, kill_at_step=kill_at_step,
+                  is_main=is_main, log=log)
+    if cfg.sweep is None:
+        return _group_run(cfg, specs, [out], os.path.join(out, "checkpoints"), data, mesh,
+                          **common)
+    if is_main:
+        hist.write_json(root_file, {"config": dataclasses.asdict(cfg),
+                                    "members": [s["name"] for s in specs]})
+    dirs = [os.path.join(out, s["name"]) for s in specs]
+    if cfg.sweep_mode == "vmap":
+        return _group_run(cfg, specs, dirs, os.path.join(out, "checkpoints"), data, mesh,
+                          **common)
+    summaries = []
+    for s, d in zip(specs, dirs, strict=True):
+        summaries += _group_run(cfg, [s], [d], os.path.join(d, "checkpoints"), data, mesh,
+                                **common)
+    return summaries
+
+
+def summaries_table(summaries: Sequence[dict]) -> str:
+    """A plain-text table of member summaries (for the CLI)."""
+    lines = [f"{'member':>16} {'status':>12} {'steps':>6} {'stop step':>9} "
+             f"{'||g||_1,eps':>12} {'test acc':>8}"]
+    for s in summaries:
+        pn = s.get("stop_perturbed_one_norm")
+        ta = s.get("stop_test_accuracy")
+        lines.append(f"{s['sweep_member'] or 'run':>16} {s['status']:>12} {s['steps_done']:>6} "
+                     f"{str(s['stop_step']):>9} {'' if pn is None else f'{pn:.5g}':>12} "
+                     f"{'' if ta is None else f'{ta:.4f}':>8}")
+    return "\n".join(lines)

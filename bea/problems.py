@@ -1,0 +1,169 @@
+"""Loss families and their data (MATH.md section 1).
+
+A problem is data, not behaviour: a loss ``E(theta, batch)`` of flat parameters
+``theta`` of shape (p,), a starting point ``theta0``, and the full data set
+``data`` (a pytree whose leaves have a leading example axis). Mini-batch runs use
+:func:`batch_sequence`: a fixed, seeded, infinite sequence in which step k always
+uses batch k, so an h-sweep uses prefixes of one sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, Int, PyTree
+
+__all__ = [
+    "Problem",
+    "bilinear",
+    "quadratic",
+    "logistic",
+    "mlp",
+    "make_problem",
+    "PROBLEMS",
+    "batch_indices",
+    "batch_sequence",
+    "full_batch_loss",
+]
+
+
+class Problem(NamedTuple):
+    name: str
+    loss: Callable[[Float[Array, " p"], Any], Float[Array, ""]]  # E(theta, batch)
+    theta0: Float[Array, " p"]
+    data: PyTree  # leaves with a leading example axis
+    num_examples: int
+
+
+def full_batch_loss(problem: Problem) -> Callable[[Float[Array, " p"]], Float[Array, ""]]:
+    """E(theta) = E(theta, data): the full-batch loss."""
+    return lambda theta: problem.loss(theta, problem.data)
+
+
+def bilinear(x: float = 2.0, y: float = 1.5, theta0=(2.8, 3.5)) -> Problem:
+    """Section 5: E(theta) = 1/2 (y - theta_1 theta_2 x)^2 with x = 2, y = 3/2,
+    started at (2.8, 3.5); the minima lie on the hyperbola theta_1 theta_2 = y/x."""
+
+    def loss(theta, batch):
+        r = batch["y"] - theta[0] * theta[1] * batch["x"]
+        return 0.5 * jnp.mean(r * r)
+
+    data = {"x": jnp.array([x]), "y": jnp.array([y])}
+    return Problem("bilinear", loss, jnp.asarray(theta0, dtype=float), data, 1)
+
+
+def _regression_data(seed: int, n: int, p: int):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p)) / np.sqrt(p)
+    w = rng.normal(size=p)
+    return X, w, rng
+
+
+def quadratic(seed: int = 0, num_examples: int = 256, dim: int = 10) -> Problem:
+    """Least squares E(theta, batch) = 1/2 mean_i (x_i . theta - y_i)^2 on seeded Gaussian
+    data: a quadratic loss with a constant Hessian per batch."""
+    X, w, rng = _regression_data(seed, num_examples, dim)
+    y = X @ w + 0.1 * rng.normal(size=num_examples)
+
+    def loss(theta, batch):
+        r = batch["x"] @ theta - batch["y"]
+        return 0.5 * jnp.mean(r * r)
+
+    theta0 = jnp.asarray(rng.normal(size=dim) + 2.0)
+    return Problem("quadratic", loss, theta0, {"x": jnp.asarray(X), "y": jnp.asarray(y)},
+                   num_examples)
+
+
+def logistic(seed: int = 0, num_examples: int = 256, dim: int = 10, l2: float = 1e-2) -> Problem:
+    """Logistic regression with labels in {-1, 1} and a ridge term:
+    E(theta, batch) = mean_i log(1 + exp(-y_i x_i . theta)) + l2/2 ||theta||^2."""
+    X, w, rng = _regression_data(seed, num_examples, dim)
+    y = np.where(X @ w + 0.3 * rng.normal(size=num_examples) > 0, 1.0, -1.0)
+
+    def loss(theta, batch):
+        margins = batch["y"] * (batch["x"] @ theta)
+        return jnp.mean(jax.nn.softplus(-margins)) + 0.5 * l2 * jnp.sum(theta * theta)
+
+    theta0 = jnp.asarray(rng.normal(size=dim))
+    return Problem("logistic", loss, theta0, {"x": jnp.asarray(X), "y": jnp.asarray(y)},
+                   num_examples)
+
+
+def _digits(num_examples: int | None):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = d.data / 16.0
+    y = d.target
+    if num_examples is not None:
+        X, y = X[:num_examples], y[:num_examples]
+    return X, y
+
+
+def mlp(seed: int = 0, hidden: int = 16, num_examples: int | None = 512) -> Problem:
+    """A smooth (tanh) one-hidden-layer MLP on scikit-learn's digits (8x8 images, 10
+    classes; shipped inside scikit-learn, no download), softmax cross-entropy.
+
+    tanh keeps every mini-batch loss C^infinity, as assumption (3) needs; the
+    parameters are flattened to one vector theta of shape (p,)."""
+    X, y = _digits(num_examples)
+    d_in, d_out = X.shape[1], 10
+    key1, key2 = jax.random.split(jax.random.PRNGKey(seed))
+    params = {
+        "W1": jax.random.normal(key1, (d_in, hidden)) / np.sqrt(d_in),
+        "b1": jnp.zeros(hidden),
+        "W2": jax.random.normal(key2, (hidden, d_out)) / np.sqrt(hidden),
+        "b2": jnp.zeros(d_out),
+    }
+    theta0, unravel = ravel_pytree(params)
+
+    def loss(theta, batch):
+        p = unravel(theta)
+        logits = jnp.tanh(batch["x"] @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
+
+    data = {"x": jnp.asarray(X), "y": jnp.asarray(y, dtype=jnp.int32)}
+    return Problem("mlp", loss, theta0, data, len(y))
+
+
+PROBLEMS: dict[str, Callable[..., Problem]] = {
+    "bilinear": bilinear,
+    "quadratic": quadratic,
+    "logistic": logistic,
+    "mlp": mlp,
+}
+
+
+def make_problem(name: str, seed: int = 0) -> Problem:
+    """The problem called ``name`` (one of PROBLEMS); bilinear ignores the seed."""
+    if name not in PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
+    return bilinear() if name == "bilinear" else PROBLEMS[name](seed=seed)
+
+
+def batch_indices(
+    num_examples: int, batch_size: int, num_steps: int, seed: int
+) -> Int[Array, "num_steps batch_size"]:
+    """Row k holds the example indices of batch k: ``fold_in(key, k)`` draws it, so
+    batch k does not depend on ``num_steps`` (prefixes of one infinite sequence)."""
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(f"batch size {batch_size} must lie in [1, {num_examples}]")
+    key = jax.random.PRNGKey(seed)
+
+    def one(k):
+        return jax.random.choice(jax.random.fold_in(key, k), num_examples, (batch_size,),
+                                 replace=False)
+
+    return jax.vmap(one)(jnp.arange(num_steps))
+
+
+def batch_sequence(problem: Problem, batch_size: int, num_steps: int, seed: int) -> PyTree:
+    """Batches 0..num_steps-1 of the problem's seeded sequence, stacked on a leading axis."""
+    idx = batch_indices(problem.num_examples, batch_size, num_steps, seed)
+    return jax.tree_util.tree_map(lambda x: x[idx], problem.data)

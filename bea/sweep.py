@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from bea import measure
-from bea.fields import FIELD_KINDS, make_field
+from bea.fields import FIELD_KINDS, check_field, make_field
 from bea.optimizers import adam, first_nonfinite, gd, heavy_ball, rmsprop, trajectory
 from bea.problems import Problem, batch_sequence
 from bea.solve import solve_with_error
@@ -48,6 +48,8 @@ def validate(*, h: Sequence[float], beta: float, rho: float, eps: float, T: floa
         raise ValueError(f"eps must be positive, got {eps}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    for f in fields:
+        check_field(optimizer, f, batch_size is not None)
 
 
 def num_steps(T: float, h: float) -> int:

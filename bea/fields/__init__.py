@@ -15,11 +15,28 @@ from collections.abc import Callable
 
 from bea.fields import adam, full_batch, rmsprop, special_cases
 
-__all__ = ["adam", "rmsprop", "full_batch", "special_cases", "make_field", "FIELD_KINDS",
+__all__ = ["adam", "rmsprop", "full_batch", "special_cases", "make_field", "check_field", "FIELD_KINDS",
            "CLOSED_FORM_OPTIMIZERS"]
 
 FIELD_KINDS = ("order0", "order1", "order1_typo", "limit")
 CLOSED_FORM_OPTIMIZERS = ("adam", "rmsprop", "gd", "heavy_ball")
+
+
+def check_field(optimizer: str, kind: str, mini_batch: bool) -> None:
+    """Raise ValueError (one line, naming the value) unless ``make_field`` can build it."""
+    if kind not in FIELD_KINDS:
+        raise ValueError(f"unknown field {kind!r}; choose from {', '.join(FIELD_KINDS)}")
+    if optimizer not in CLOSED_FORM_OPTIMIZERS:
+        raise ValueError(f"no closed-form field for optimizer {optimizer!r}; "
+                         f"closed forms exist for {', '.join(CLOSED_FORM_OPTIMIZERS)}")
+    if optimizer in ("gd", "heavy_ball") and kind == "order1_typo":
+        raise ValueError(f"field 'order1_typo' is the R^3 typo of Theorems 3.3/3.6 and has no "
+                         f"meaning for {optimizer!r}")
+    if kind == "limit" and mini_batch:
+        raise ValueError("field 'limit' is the full-batch large-n limit (8); it has no "
+                         "mini-batch form (drop --batch-size)")
+    if kind == "limit" and optimizer == "gd":
+        raise ValueError("field 'limit' does not apply to 'gd' (its field has no n)")
 
 
 def make_field(
@@ -40,20 +57,10 @@ def make_field(
     E(theta, batch) and ``batches`` holds batch k at index k. ``num_steps`` bounds n (needed
     by full-batch RMSProp's history sum). Raises ValueError naming what does not exist.
     """
-    if kind not in FIELD_KINDS:
-        raise ValueError(f"unknown field {kind!r}; choose from {', '.join(FIELD_KINDS)}")
-    if optimizer not in CLOSED_FORM_OPTIMIZERS:
-        raise ValueError(f"no closed-form field for optimizer {optimizer!r}; "
-                         f"closed forms exist for {', '.join(CLOSED_FORM_OPTIMIZERS)}")
+    mini = batches is not None
+    check_field(optimizer, kind, mini)
     order = 0 if kind == "order0" else 1
     variant = "typo" if kind == "order1_typo" else "paper"
-    mini = batches is not None
-    if optimizer in ("gd", "heavy_ball") and kind == "order1_typo":
-        raise ValueError(f"field 'order1_typo' is the R^3 typo of Theorems 3.3/3.6 and has no "
-                         f"meaning for {optimizer!r}")
-    if kind == "limit" and mini:
-        raise ValueError("field 'limit' is the full-batch large-n limit (8); it has no "
-                         "mini-batch form (drop --batch-size)")
     if optimizer == "adam":
         if mini:
             return adam.field(loss, batches, h, beta, rho, eps, order=order, variant=variant)
@@ -70,8 +77,6 @@ def make_field(
         return full_batch.rmsprop_field(loss, h, rho, eps, num_steps, order=order,
                                         variant=variant)
     if optimizer == "gd":
-        if kind == "limit":
-            raise ValueError("field 'limit' does not apply to 'gd' (its field has no n)")
         return special_cases.gd_field(loss, h, order=order, batches=batches)
     # heavy ball
     if mini:

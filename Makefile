@@ -1,0 +1,36 @@
+# bea: the first two targets do all set-up on a fresh machine.
+#   make convergence   # venv + install + the default sweep (bilinear, full-batch Adam)
+#   make test          # venv + install + the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: convergence test lint practical install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+convergence: $(STAMP)
+	$(PY) -m experiments.convergence --out results/convergence
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15
+
+lint: $(STAMP)
+	$(PY) -m ruff check bea experiments tests benchmarks
+
+# the paper's practical setting (beta = 0.9, rho = 0.999, eps = 1e-3) on the bilinear model
+practical: $(STAMP)
+	$(PY) -m experiments.convergence --beta 0.9 --rho 0.999 --eps 1e-3 --T 1 \
+	  --h 1e-4 5e-5 2.5e-5 1.25e-5 --out results/practical
+
+clean:
+	rm -rf results .pytest_cache
+
+-include Makefile.bilinear Makefile.train Makefile.notebooks

@@ -1,0 +1,43 @@
+"""bea.measure: error metric, slopes and floor flags."""
+
+import math
+
+import numpy as np
+
+from bea import measure
+
+
+def test_slopes_of_exact_power_laws():
+    h = np.array([0.04, 0.02, 0.01, 0.005])
+    assert measure.fit_slope(h, 3 * h**2) == pytest_approx(2.0)
+    assert all(abs(s - 1.0) < 1e-12 for s in measure.local_slopes(h, 0.5 * h))
+
+
+def pytest_approx(x):
+    import pytest
+
+    return pytest.approx(x, abs=1e-12)
+
+
+def test_fit_leaves_out_flagged_and_nonfinite_points():
+    h = np.array([0.04, 0.02, 0.01, 0.005])
+    err = h**2
+    err[-1] = 1e-15  # a floor point would flatten the fit
+    assert measure.fit_slope(h, err, use=[True, True, True, False]) == pytest_approx(2.0)
+    err[0] = math.nan
+    assert measure.fit_slope(h, err, use=[True, True, True, False]) == pytest_approx(2.0)
+    assert math.isnan(measure.fit_slope(h[:1], err[:1]))
+
+
+def test_global_error_is_max_over_steps_of_two_norm():
+    a = np.zeros((3, 2))
+    b = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]])
+    assert measure.global_error(a, b) == 5.0
+    b[2, 0] = np.nan
+    assert math.isnan(measure.global_error(a, b))
+
+
+def test_floor_flags():
+    assert measure.at_floor(5e-14, 1e-14, 1e-16)
+    assert not measure.at_floor(1e-6, 1e-14, 1e-16)
+    assert not measure.at_floor(math.nan, 1e-14, 1e-16)

@@ -50,3 +50,17 @@ def test_practical_setting_bilinear_adam():
     r = sweep(bilinear(), "adam", [1e-4, 5e-5, 2.5e-5, 1.25e-5], 1.0, ["order1"], beta=0.9,
               rho=0.999, eps=1e-3)
     assert r["local_slopes"]["order1"][-1] >= 1.8
+
+
+@pytest.mark.parametrize("optimizer, T, hs", [
+    ("gd", 1.0, [0.1, 0.05, 0.025, 0.0125]),           # measured 2.00, 2.00, 2.00
+    ("heavy_ball", 2.0, [0.02, 0.01, 0.005, 0.0025]),  # measured 1.94, 1.97, 1.99
+])
+def test_gd_and_heavy_ball_special_cases_orders(optimizer, T, hs):
+    """Barrett-Dherin (GD) and Ghosh et al. (heavy ball, beta = 0.7) on logistic regression:
+    heavy ball needs N >> 1/(1-beta) and h/(1-beta) small, hence the finer ladder."""
+    from bea.problems import logistic
+
+    r = sweep(logistic(), optimizer, hs, T, ["order0", "order1"], beta=0.7)
+    assert r["slopes"]["order1"] >= 1.9
+    assert 0.9 <= r["slopes"]["order0"] <= 1.1

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
@@ -100,8 +101,7 @@ def rmsprop(
     Equals ``optax.rmsprop(h, decay=rho, eps=eps, eps_in_sqrt=True)``;
     ``eps_inside=False`` is the original ``g / (sqrt(nu) + eps)`` (Remark 3.2).
     """
-    base = adam(h, 0.0, rho, eps, bias_correction=False, eps_inside=eps_inside)
-    return base
+    return adam(h, 0.0, rho, eps, bias_correction=False, eps_inside=eps_inside)
 
 
 def rmsprop_eps_outside(h, rho, eps):
@@ -185,7 +185,5 @@ def trajectory(
 
 def first_nonfinite(path: Float[Array, "n ..."]) -> int | None:
     """Index of the first row of ``path`` holding a NaN or inf, or None if all are finite."""
-    import numpy as np
-
     bad = ~np.all(np.isfinite(np.asarray(path).reshape(len(path), -1)), axis=1)
     return int(np.argmax(bad)) if bad.any() else None

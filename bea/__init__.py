@@ -10,6 +10,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from bea import norms, optimizers, problems  # noqa: E402
+from bea.fields.generic import modified_field  # noqa: E402
 from bea.norms import (  # noqa: E402
     correction_coefficient,
     grad_perturbed_one_norm,
@@ -34,4 +35,5 @@ __all__ = [
     "correction_coefficient",
     "adam", "adam_eps_outside", "rmsprop", "rmsprop_eps_outside", "gd", "heavy_ball",
     "trajectory", "Problem", "batch_sequence", "make_problem",
+    "modified_field",
 ]

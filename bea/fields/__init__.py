@@ -4,6 +4,8 @@
 - :mod:`bea.fields.rmsprop`: Theorem 3.3 (mini-batch RMSProp)
 - :mod:`bea.fields.full_batch`: Remarks 3.4 and 3.7, the large-n limit (8), the sign flow
 - :mod:`bea.fields.special_cases`: GD (Barrett-Dherin), heavy ball (Ghosh et al.), Examples 3.5, 3.8
+- :mod:`bea.fields.generic`: any smooth optax optimizer, by MATH.md section 5
+  (:func:`modified_field`; no per-optimizer algebra)
 
 A field is a pure function ``f(n, theta) -> dtheta`` (n the step whose interval
 [nh, (n+1)h] is being integrated). :func:`make_field` builds one by name.
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bea.fields import adam, full_batch, rmsprop, special_cases
+from bea.fields import adam, full_batch, generic, rmsprop, special_cases
+from bea.fields.generic import modified_field
 
-__all__ = ["adam", "rmsprop", "full_batch", "special_cases", "make_field", "check_field", "FIELD_KINDS",
+__all__ = ["adam", "rmsprop", "full_batch", "special_cases", "generic", "modified_field",
+           "make_field", "check_field", "FIELD_KINDS",
            "CLOSED_FORM_OPTIMIZERS"]
 
 FIELD_KINDS = ("order0", "order1", "order1_typo", "limit")

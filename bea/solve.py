@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-__all__ = ["solve", "solve_with_error"]
+__all__ = ["solve", "solve_fixed", "solve_with_error"]
 
 
 def solve(
@@ -63,12 +63,70 @@ def solve(
     return jnp.concatenate([theta0[None], ys])
 
 
+def solve_fixed(field, theta0, h, num_steps, *, substeps: int = 1,
+                solver: diffrax.AbstractSolver | None = None,
+                active_steps: Int[Array, ""] | None = None) -> Float[Array, "num_steps+1 p"]:
+    """Like :func:`solve` with ``substeps`` equal steps of ``solver`` (default Dopri8) per
+    interval and no step-size control: the solver's ``step`` is called directly (no
+    rejected steps). Its error is not controlled, so use it through
+    :func:`solve_with_error` (``method="fixed"``), which measures it.
+
+    Two choices make it fast when h is traced (a padded sweep): each interval is solved in
+    the unit time s = (t - nh)/h of d theta/ds = h f(n, theta), so the tableau's step is the
+    constant 1; and the intervals run in a ``fori_loop`` of exactly ``active_steps``
+    iterations writing into a buffer of ``num_steps + 1`` rows (rows after it hold the last
+    state), instead of a masked scan: no work on padding, and no ``cond`` per interval
+    (measured 6x slower on CPU)."""
+    solver = diffrax.Dopri8() if solver is None else solver
+    ds = 1.0 / substeps
+
+    def integrate(theta, n):
+        term = diffrax.ODETerm(lambda s, y, args: h * field(n, y))
+        for i in range(substeps):
+            s0, s1 = i * ds, (i + 1) * ds
+            state = solver.init(term, s0, s1, theta, None)
+            theta = solver.step(term, s0, s1, theta, None, state, False)[0]
+        return theta
+
+    def body(n, carry):
+        theta, buf = carry
+        theta = integrate(theta, n)
+        return theta, jax.lax.dynamic_update_index_in_dim(buf, theta, n + 1, 0)
+
+    stop = num_steps if active_steps is None else jnp.minimum(active_steps, num_steps)
+    buf = jnp.zeros((num_steps + 1,) + theta0.shape, theta0.dtype).at[0].set(theta0)
+    theta, buf = jax.lax.fori_loop(0, stop, body, (theta0, buf))
+    return jnp.where((jnp.arange(num_steps + 1) > stop)[:, None], theta, buf)
+
+
+def solver_error(field, theta0, h, num_steps, ys, *, rtol=1e-12, atol=1e-14, refine=100.0,
+                 substeps: int = 4, max_steps: int = 1024, **kw):
+    """max_n ||ys_n - theta~_ref(nh)||_2 against a reference solved at ``refine`` times tighter
+    tolerances and at least ``substeps`` steps per interval (tighter tolerances alone often
+    take the same single step and would report a spurious zero)."""
+    fine = solve(field, theta0, h, num_steps, rtol=rtol / refine, atol=atol / refine,
+                 dtmax=h / substeps, max_steps=max_steps * substeps, **kw)
+    return jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
+
+
 def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, refine=100.0,
-                     substeps: int = 4, **kw):
+                     substeps: int = 4, method: str = "adaptive", **kw):
     """The solve, and an estimate of its error: max_n ||theta~(nh) - theta~_ref(nh)||_2 with
     the reference solved at ``refine`` times tighter tolerances and at least ``substeps``
     steps per interval (tighter tolerances alone often take the same single step and would
-    report a spurious zero)."""
+    report a spurious zero).
+
+    ``method="fixed"``: one Dopri8 step per interval (:func:`solve_fixed`), the reference
+    two steps per interval; for an order-8 method the reference's error is 2^8 times
+    smaller, so the difference measures the fixed solve's error. Several times cheaper;
+    callers fall back to ``"adaptive"`` when the measured error is not far below theirs."""
+    if method == "fixed":
+        act = kw.get("active_steps")
+        ys = solve_fixed(field, theta0, h, num_steps, active_steps=act)
+        fine = solve_fixed(field, theta0, h, num_steps, substeps=2, active_steps=act)
+        return ys, jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
+    if method != "adaptive":
+        raise ValueError(f"unknown method {method!r}; use 'adaptive' or 'fixed'")
     ys = solve(field, theta0, h, num_steps, rtol=rtol, atol=atol, **kw)
     fine = solve(field, theta0, h, num_steps, rtol=rtol / refine, atol=atol / refine,
                  dtmax=h / substeps, max_steps=kw.pop("max_steps", 1024) * substeps, **kw)

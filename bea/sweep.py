@@ -10,23 +10,45 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bea import measure
+from bea import optimizer_registry as registry
 from bea.fields import FIELD_KINDS, check_field, make_field
+from bea.fields.generic import modified_field
 from bea.optimizers import adam, first_nonfinite, gd, heavy_ball, rmsprop, trajectory
 from bea.problems import Problem, batch_sequence
 from bea.solve import solve_with_error
 
-__all__ = ["num_steps", "discrete_optimizer", "run_h", "sweep", "validate", "OPTIMIZERS"]
+__all__ = ["num_steps", "discrete_optimizer", "run_h", "sweep", "validate", "OPTIMIZERS",
+           "ALL_OPTIMIZERS", "summarise", "ENGINES", "GENERIC_FIELDS", "resolve_engine"]
 
-OPTIMIZERS = ("adam", "rmsprop", "gd", "heavy_ball")
+OPTIMIZERS = ("adam", "rmsprop", "gd", "heavy_ball")  # those with closed-form fields
+ALL_OPTIMIZERS = registry.NAMES  # every name the generic engine takes (MATH.md section 5)
+ENGINES = ("closed", "generic")
+GENERIC_FIELDS = ("order0", "order1")
+
+
+def resolve_engine(optimizer: str, engine: str | None = None) -> str:
+    """The engine that derives ``optimizer``'s fields: ``engine`` if given and possible,
+    else 'closed' where a closed form exists and 'generic' otherwise. Raises ValueError
+    (one line) for unknown or refused (non-smooth) optimizers and impossible pairs."""
+    registry.check(optimizer)
+    if engine is None:
+        return "closed" if optimizer in OPTIMIZERS else "generic"
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine == "closed" and optimizer not in OPTIMIZERS:
+        raise ValueError(f"no closed-form field for optimizer {optimizer!r}; use the generic "
+                         f"engine (closed forms exist for {', '.join(OPTIMIZERS)})")
+    return engine
 
 
 def validate(*, h: Sequence[float], beta: float, rho: float, eps: float, T: float,
-             optimizer: str, fields: Sequence[str], batch_size: int | None = None) -> None:
+             optimizer: str, fields: Sequence[str], batch_size: int | None = None,
+             engine: str | None = None) -> None:
     """Raise ValueError with a one-line message naming the first offending value."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    engine = resolve_engine(optimizer, engine)
     if len(h) == 0:
         raise ValueError("empty list of step sizes h")
     for f in fields:
@@ -49,7 +71,13 @@ def validate(*, h: Sequence[float], beta: float, rho: float, eps: float, T: floa
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     for f in fields:
-        check_field(optimizer, f, batch_size is not None)
+        if engine == "generic":
+            if f not in GENERIC_FIELDS:
+                raise ValueError(f"field {f!r} has no generic derivation (optimizer "
+                                 f"{optimizer!r}); the generic engine gives "
+                                 f"{', '.join(GENERIC_FIELDS)}")
+        else:
+            check_field(optimizer, f, batch_size is not None)
 
 
 def num_steps(T: float, h: float) -> int:
@@ -70,16 +98,28 @@ def discrete_optimizer(name: str, h, beta, rho, eps):
         return gd(h)
     if name == "heavy_ball":
         return heavy_ball(h, beta)
-    raise ValueError(f"unknown optimizer {name!r}")
+    return registry.transformation(name, h, beta, rho, eps)  # raises for unknown/refused
 
 
-@partial(jax.jit, static_argnames=("optimizer", "kind", "N_max", "mini", "rtol", "atol", "loss"))
+# beta, rho, eps are static: fixed for a whole sweep (still one program per field); a
+# traced eps makes XLA's CPU code for the order-1 fields about 6x slower (measured), and
+# concrete beta, rho let the mini-batch fields drop history below round-off
+# (bea.fields._window). bea.grid traces them (vmapped) instead.
+@partial(jax.jit, static_argnames=("optimizer", "kind", "N_max", "mini", "rtol", "atol", "loss",
+                                   "engine", "method", "eps", "beta", "rho"))
 def _ode(theta0, batches, data, h, beta, rho, eps, N, *, optimizer, kind, N_max, mini, rtol,
-         atol, loss):
+         atol, loss, engine="closed", method="adaptive"):
+    if engine == "generic":  # MATH.md section 5: the optimizer at learning rate 1 gives F_n
+        f = modified_field(registry.transformation(optimizer, 1.0, beta, rho, eps), loss,
+                           batches if mini else None, h, order=0 if kind == "order0" else 1,
+                           data=data, num_steps=N_max)
+        return solve_with_error(f, theta0, h, N_max, rtol=rtol, atol=atol, active_steps=N,
+                                method=method)
     E = loss if mini else (lambda t: loss(t, data))
     f = make_field(optimizer, kind, E, h, beta=beta, rho=rho, eps=eps,
                    batches=batches if mini else None, num_steps=N_max)
-    return solve_with_error(f, theta0, h, N_max, rtol=rtol, atol=atol, active_steps=N)
+    return solve_with_error(f, theta0, h, N_max, rtol=rtol, atol=atol, active_steps=N,
+                            method=method)
 
 
 @partial(jax.jit, static_argnames=("optimizer", "N_max", "mini", "loss"))
@@ -89,21 +129,46 @@ def _discrete(theta0, batches, data, h, beta, rho, eps, N, *, optimizer, N_max, 
                       active_steps=N)
 
 
+_BOUND: dict = {}
+
+
+def compiled_loss(problem: Problem, mini: bool):
+    """The loss the compiled programs take: ``problem.loss`` for mini-batch runs; for full
+    batch E(theta, _) = E(theta, data) with the data baked in as constants (XLA's CPU code
+    for a small full-batch problem runs about 7x faster than with the data as a traced
+    argument: measured on the bilinear model). Cached per problem, so every h of a sweep
+    gets the same function and the programs compile once."""
+    if mini:
+        return problem.loss
+    key = (id(problem.loss), id(problem.data))
+    if key not in _BOUND:
+        loss, data = problem.loss, problem.data
+        _BOUND[key] = (problem, lambda theta, batch: loss(theta, data))
+    return _BOUND[key][1]
+
+
 def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence[str], *,
           beta: float, rho: float, eps: float, batch_size: int | None = None, seed: int = 0,
-          rtol: float = 1e-12, atol: float = 1e-14, N_max: int | None = None) -> dict:
+          rtol: float = 1e-12, atol: float = 1e-14, N_max: int | None = None,
+          engine: str | None = None, solver: str = "auto") -> dict:
     """Errors of every field against the discrete run for one h. ``N_max`` (>= T/h) pads
-    the run to a common length so a whole sweep compiles one program per field."""
+    the run to a common length so a whole sweep compiles one program per field.
+    ``engine`` ('closed' | 'generic', default: closed where it exists) derives the fields.
+    ``solver``: 'adaptive' (Dopri8, PID control), 'fixed' (one Dopri8 step per interval,
+    error measured against two), or 'auto': fixed, redone adaptive for any field whose
+    measured solver error is not at least 100x below its error (``out["solver"]``)."""
+    engine = resolve_engine(optimizer, engine)
     N = num_steps(T, h)
     N_max = N if N_max is None else N_max
     mini = batch_size is not None
     batches = batch_sequence(problem, batch_size, N_max, seed) if mini else None
     args = (problem.theta0, batches, problem.data, jnp.asarray(h, float), beta, rho, eps,
             jnp.asarray(N))
-    disc = _discrete(*args, optimizer=optimizer, N_max=N_max, mini=mini,
-                     loss=problem.loss)[: N + 1]
+    disc = np.asarray(_discrete(*args, optimizer=optimizer, N_max=N_max, mini=mini,
+                                loss=compiled_loss(problem, mini)))[: N + 1]
     bad = first_nonfinite(disc)
-    out = {"h": h, "N": N, "diverged_at": bad, "errors": {}, "solver_error": {}, "floor": {}}
+    out = {"h": h, "N": N, "diverged_at": bad, "errors": {}, "solver_error": {}, "floor": {},
+           "solver": {}}
     if bad is not None:
         for k in fields:
             out["errors"][k] = float("nan")
@@ -111,11 +176,21 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
             out["floor"][k] = False
         return out
     roundoff = measure.roundoff_floor(disc)
+    if solver not in ("auto", "adaptive", "fixed"):
+        raise ValueError(f"unknown solver {solver!r}; use auto, adaptive or fixed")
     for kind in fields:
-        ys, serr = _ode(*args, optimizer=optimizer, kind=kind, N_max=N_max, mini=mini,
-                        rtol=rtol, atol=atol, loss=problem.loss)
-        ys = ys[: N + 1]
-        e = measure.global_error(ys, disc)
+        method = "adaptive" if solver == "adaptive" else "fixed"
+        while True:
+            ys, serr = _ode(*args, optimizer=optimizer, kind=kind, N_max=N_max, mini=mini,
+                            rtol=rtol, atol=atol, loss=compiled_loss(problem, mini),
+                            engine=engine,
+                            method=method)
+            ys = np.asarray(ys)[: N + 1]
+            e = measure.global_error(ys, disc)
+            if solver != "auto" or method == "adaptive" or 100 * float(serr) <= e:
+                break
+            method = "adaptive"  # the fixed step is not measured safe here
+        out["solver"][kind] = method
         out["errors"][kind] = e
         out["solver_error"][kind] = float(serr)
         out["floor"][kind] = measure.at_floor(e, float(serr), roundoff)
@@ -126,23 +201,35 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
 def sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
           fields: Sequence[str] = ("order0", "order1"), *, beta: float = 0.9, rho: float = 0.999,
           eps: float = 1e-8, batch_size: int | None = None, seed: int = 0,
-          rtol: float = 1e-12, atol: float = 1e-14, progress=None) -> dict:
+          rtol: float = 1e-12, atol: float = 1e-14, progress=None,
+          engine: str | None = None, solver: str = "auto") -> dict:
     """The convergence sweep: errors per field and h, fitted and local slopes, floor flags.
+    ``engine``: 'closed' (the paper's formulas) or 'generic' (MATH.md section 5, any
+    smooth optax optimizer of :mod:`bea.optimizer_registry`); default closed where it exists.
 
     Returns the dictionary written to ``convergence.json`` (without ``config``)."""
     validate(h=hs, beta=beta, rho=rho, eps=eps, T=T, optimizer=optimizer, fields=fields,
-             batch_size=batch_size)
+             batch_size=batch_size, engine=engine)
+    engine = resolve_engine(optimizer, engine)
     hs = sorted(hs, reverse=True)
     t0 = time.perf_counter()
     N_max = max(num_steps(T, h) for h in hs)
     runs = []
     for h in hs:
         runs.append(run_h(problem, optimizer, h, T, fields, beta=beta, rho=rho, eps=eps,
-                          batch_size=batch_size, seed=seed, rtol=rtol, atol=atol, N_max=N_max))
+                          batch_size=batch_size, seed=seed, rtol=rtol, atol=atol, N_max=N_max,
+                          engine=engine, solver=solver))
         if progress is not None:
             progress(runs[-1])
-    res = {"h": hs, "N": [r["N"] for r in runs], "errors": {}, "slopes": {}, "local_slopes": {},
-           "floor": {}, "solver_error": {},
+    res = summarise(hs, runs, fields)
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def summarise(hs: Sequence[float], runs: Sequence[dict], fields: Sequence[str]) -> dict:
+    """The sweep's result (errors, slopes, floors per field) from one :func:`run_h` per h."""
+    res = {"h": list(hs), "N": [r["N"] for r in runs], "errors": {}, "slopes": {},
+           "local_slopes": {}, "floor": {}, "solver_error": {}, "solver": {},
            "diverged_at": {str(r["h"]): r["diverged_at"] for r in runs
                            if r["diverged_at"] is not None}}
     for k in fields:
@@ -153,7 +240,7 @@ def sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
         res["solver_error"][k] = [r["solver_error"][k] for r in runs]
         res["slopes"][k] = measure.fit_slope(hs, err, use=[not f for f in flo])
         res["local_slopes"][k] = measure.local_slopes(hs, err)
-    res["seconds"] = time.perf_counter() - t0
+        res["solver"][k] = [r["solver"].get(k) for r in runs]
     return res
 
 

@@ -21,7 +21,15 @@ def parser() -> Parser:
     p = Parser(prog="python -m experiments.convergence", description=__doc__)
     p.add_argument("--problem", default="bilinear",
                    help="bilinear | quadratic | logistic | mlp (default bilinear)")
-    p.add_argument("--optimizer", default="adam", help="adam | rmsprop | gd | heavy_ball")
+    p.add_argument("--optimizer", default="adam",
+                   help="adam | rmsprop | gd | heavy_ball (closed forms), or any smooth "
+                        "optimizer of bea.optimizer_registry for the generic engine: "
+                        "adam_eps_outside, rmsprop_eps_outside, adamw, nesterov, "
+                        "rmsprop_centered, rmsprop_momentum, adabelief, nadam, "
+                        "adam_optax_eps_root")
+    p.add_argument("--engine", choices=["closed", "generic"], default=None,
+                   help="derive the fields from the paper's closed forms or by the generic "
+                        "construction of MATH.md section 5 (default: closed where it exists)")
     p.add_argument("--beta", type=float, default=0.5, help="momentum / first-moment decay")
     p.add_argument("--rho", type=float, default=0.7, help="second-moment decay")
     p.add_argument("--eps", type=float, default=1e-3)
@@ -34,6 +42,14 @@ def parser() -> Parser:
     p.add_argument("--rtol", type=float, default=1e-12, help="ODE relative tolerance")
     p.add_argument("--atol", type=float, default=1e-14, help="ODE absolute tolerance")
     p.add_argument("--out", default="results/convergence", help="output directory")
+    p.add_argument("--grid", nargs="+", default=None, metavar="NAME=v1,v2",
+                   help="sweep every combination of beta/rho/eps values in one vmapped, "
+                        "device-sharded program, e.g. --grid beta=0.5,0.9 rho=0.7,0.99")
+    p.add_argument("--solver", choices=["auto", "adaptive", "fixed"], default="auto",
+                   help="ODE solve per interval: one fixed Dopri8 step with its error "
+                        "measured, redone adaptively where not 100x below the error (auto)")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache (.jax_cache/)")
     return p
 
 
@@ -114,14 +130,20 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     prog = "python -m experiments.convergence"
     import bea  # noqa: F401  (float64 before any array)
+    from experiments._grid import enable_compile_cache, run_grid
+
+    if not args.no_compile_cache:
+        enable_compile_cache()
     from bea.problems import PROBLEMS, make_problem
-    from bea.sweep import sweep, validate
+    from bea.sweep import resolve_engine, sweep, validate
 
     if args.problem not in PROBLEMS:
         fail(prog, f"unknown problem {args.problem!r}; choose from {', '.join(PROBLEMS)}")
     try:
         validate(h=args.h, beta=args.beta, rho=args.rho, eps=args.eps, T=args.T,
-                 optimizer=args.optimizer, fields=args.fields, batch_size=args.batch_size)
+                 optimizer=args.optimizer, fields=args.fields, batch_size=args.batch_size,
+                 engine=args.engine)
+        args.engine = resolve_engine(args.optimizer, args.engine)
         if args.problem == "bilinear" and args.batch_size is not None:
             raise ValueError("the bilinear problem has one example: drop --batch-size")
         problem = make_problem(args.problem, seed=args.seed)
@@ -132,7 +154,9 @@ def main(argv=None) -> int:
         fail(prog, str(e))
 
     config = dict(vars(args))
-    print(f"{args.optimizer} on {args.problem}"
+    if args.grid:
+        return run_grid(args, problem, config, prog)
+    print(f"{args.optimizer} ({args.engine} fields) on {args.problem}"
           f" ({'mini-batch ' + str(args.batch_size) if args.batch_size else 'full batch'}),"
           f" beta={args.beta} rho={args.rho} eps={args.eps} T={args.T}", flush=True)
 
@@ -142,7 +166,8 @@ def main(argv=None) -> int:
 
     res = sweep(problem, args.optimizer, args.h, args.T, args.fields, beta=args.beta,
                 rho=args.rho, eps=args.eps, batch_size=args.batch_size, seed=args.seed,
-                rtol=args.rtol, atol=args.atol, progress=progress)
+                rtol=args.rtol, atol=args.atol, progress=progress, engine=args.engine,
+                solver=args.solver)
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "convergence.json"), {"config": config, **res})
     write_atomic(os.path.join(args.out, "convergence.csv"), csv_text(res))

@@ -63,7 +63,8 @@ def test_blocks_by_brute_force(net):
     M = [sum(beta ** (l - k) * (1 - beta) * g[k] for k in range(l + 1)) / (1 - beta ** (l + 1))
          for l in range(n + 1)]
     S = [sum((M[l] / R[l] for l in range(k, n)), jnp.zeros_like(theta)) for k in range(n + 1)]
-    L = sum(beta ** (n - k) * (1 - beta) * H[k] @ S[k] for k in range(n + 1)) / (1 - beta ** (n + 1))
+    L = sum(beta ** (n - k) * (1 - beta) * H[k] @ S[k] for k in range(n + 1)) / (
+        1 - beta ** (n + 1))
     P = sum(rho ** (n - k) * (1 - rho) * g[k] * (H[k] @ S[k]) for k in range(n + 1)) / (
         1 - rho ** (n + 1))
     a = (p.loss, theta, b, n)

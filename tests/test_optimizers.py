@@ -65,9 +65,9 @@ def test_bias_correction_and_eps_placement_matter():
     """Dropping bias correction or moving eps changes the path: the flags are live."""
     p = bilinear()
     run = lambda o: trajectory(o, p.loss, p.theta0, None, 20, data=p.data)  # noqa: E731
-    base = run(bea.adam(0.01, 0.9, 0.999, 0.1))
-    assert rel(run(bea.adam(0.01, 0.9, 0.999, 0.1, bias_correction=False)), base) > 1e-3
-    assert rel(run(bea.adam(0.01, 0.9, 0.999, 0.1, eps_inside=False)), base) > 1e-4
+    base = run(bea.adam(0.01, 0.9, 0.999, 1.0))
+    assert rel(run(bea.adam(0.01, 0.9, 0.999, 1.0, bias_correction=False)), base) > 1e-3
+    assert rel(run(bea.adam(0.01, 0.9, 0.999, 1.0, eps_inside=False)), base) > 1e-4
 
 
 def test_active_steps_pads_without_changing_the_prefix(net):

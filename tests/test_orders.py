@@ -24,7 +24,7 @@ def test_bilinear_full_batch_orders(optimizer):
     assert r["slopes"]["order1_typo"] <= 1.2
     # the first-order field is more accurate than the zeroth at every h, and no point is
     # at the solver floor (the solver error is measured at the finest h)
-    for e0, e1 in zip(r["errors"]["order0"], r["errors"]["order1"]):
+    for e0, e1 in zip(r["errors"]["order0"], r["errors"]["order1"], strict=False):
         assert e1 < e0 / 5
     assert not any(r["floor"]["order1"])
 

@@ -1,0 +1,101 @@
+"""Benchmark 4: what the ODE verification costs relative to the discrete run it verifies,
+and the floor: (Dopri8 stages) x (steps per interval: 1, plus 2 for the error estimate) x
+(one gradient + one Hessian-vector product), per interval, for every batch of the history
+the field needs (n+1 of them at step n in the mini-batch case). Programs compiled first;
+run times only."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import diffrax
+import jax
+import jax.numpy as jnp
+
+from benchmarks._common import B1, B2, emit
+
+
+def _time(fn, *a, reps=3):
+    jax.block_until_ready(fn(*a))
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*a))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def stages() -> int:
+    return len(diffrax.Dopri8().tableau.c) + 1
+
+
+def _gh_loop(loss, theta0, batches, M):
+    """M evaluations of (gradient + HVP) over ``batches`` (None: full batch), in one loop."""
+    g = jax.grad(loss)
+
+    def one(theta, b):
+        gr = g(theta, b)
+        return gr + jax.jvp(lambda t: g(t, b), (theta,), (gr,))[1]
+
+    def body(i, theta):
+        if batches is None:
+            d = one(theta, None)
+        else:
+            d = jnp.sum(jax.vmap(one, in_axes=(None, 0))(theta, batches), 0)
+        return theta + 1e-30 * d
+
+    return jax.jit(lambda th: jax.lax.fori_loop(0, M, body, th))
+
+
+def main(quick: bool = False, skip_other: bool = False):
+    import bea  # noqa: F401
+    from bea import sweep as sw
+    from bea.problems import batch_sequence, bilinear, mlp
+
+    S = stages()
+    rows = []
+    # full batch: bilinear, the largest N of benchmark 1
+    p = bilinear()
+    N = 10000 if quick else round(B1["T"] / B1["hs"][-1])
+    h = 1.0 / N
+    loss = sw.compiled_loss(p, False)
+    args = (p.theta0, None, p.data, jnp.asarray(h), B1["beta"], B1["rho"], B1["eps"],
+            jnp.asarray(N))
+    t_disc = _time(lambda: sw._discrete(*args, optimizer="adam", N_max=N, mini=False,
+                                        loss=loss))
+    t_ode = _time(lambda: sw._ode(*args, optimizer="adam", kind="order1", N_max=N, mini=False,
+                                  rtol=1e-12, atol=1e-14, loss=loss, engine="closed",
+                                  method="fixed"))
+    M = 3 * S * N
+    t_floor = _time(_gh_loop(lambda t, b: loss(t, None), p.theta0, None, M), p.theta0)
+    rows.append(dict(case=f"full batch, bilinear, N={N}", disc_s=t_disc, ode_s=t_ode,
+                     floor_s=t_floor))
+    # mini-batch: the MLP of benchmark 2 at its smallest h
+    c = B2
+    q = mlp(seed=c["seed"], hidden=c["hidden"], num_examples=c["num_examples"])
+    N = 16 if quick else 4 * round(c["T"] / c["hs"][-1])  # 4x benchmark 2's N
+    h = c["T"] / N
+    batches = batch_sequence(q, c["batch_size"], N, c["seed"])
+    args = (q.theta0, batches, q.data, jnp.asarray(h), c["beta"], c["rho"], c["eps"],
+            jnp.asarray(N))
+    t_disc = _time(lambda: sw._discrete(*args, optimizer="adam", N_max=N, mini=True,
+                                        loss=q.loss))
+    t_ode = _time(lambda: sw._ode(*args, optimizer="adam", kind="order1", N_max=N, mini=True,
+                                  rtol=1e-12, atol=1e-14, loss=q.loss, engine="closed",
+                                  method="fixed"), reps=1)
+    # floor: sum_n (n+1) batch evaluations per stage = N(N+1)/2; measured on N batches
+    per_batch = _time(_gh_loop(q.loss, q.theta0, batches, 3 * S), q.theta0) / N
+    t_floor = per_batch * N * (N + 1) / 2
+    rows.append(dict(case=f"mini-batch, MLP p={q.theta0.size}, N={N}", disc_s=t_disc,
+                     ode_s=t_ode, floor_s=t_floor))
+    for r in rows:
+        r["ode_over_disc"] = r["ode_s"] / r["disc_s"]
+        r["floor_over_disc"] = r["floor_s"] / r["disc_s"]
+        r["ode_over_floor"] = r["ode_s"] / r["floor_s"]
+    emit({"bench": 4, "name": "ODE verification cost vs discrete run", "stages": S,
+          "rows": rows})
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)

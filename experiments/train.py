@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory holding cifar-10-batches-py/ or cifar-100-python/")
     p.add_argument("--train-size", type=int, default=None,
                    help="keep only the first N training examples")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="keep only the first N test examples")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=d.optimizer)
     p.add_argument("--h", type=float, default=d.h, help="learning rate")
     p.add_argument("--beta", type=float, default=d.beta)

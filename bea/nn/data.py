@@ -115,10 +115,11 @@ def load_cifar(data_dir: str, name: str, dtype=np.float32) -> Dataset:
 
 
 def load_dataset(
-    name: str, data_dir: str | None = None, dtype=np.float32, train_size: int | None = None
+    name: str, data_dir: str | None = None, dtype=np.float32, train_size: int | None = None,
+    test_size: int | None = None,
 ) -> Dataset:
-    """Load ``name`` (one of DATASET_NAMES); optionally keep the first ``train_size``
-    training examples (the test set is kept whole)."""
+    """Load ``name`` (one of DATASET_NAMES); optionally keep only the first ``train_size``
+    training and ``test_size`` test examples (the standardisation uses the whole set)."""
     if name == "digits":
         ds = load_digits(dtype)
     elif name in ("cifar10", "cifar100"):
@@ -129,6 +130,8 @@ def load_dataset(
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}")
     if train_size is not None:
         ds = ds._replace(x_train=ds.x_train[:train_size], y_train=ds.y_train[:train_size])
+    if test_size is not None:
+        ds = ds._replace(x_test=ds.x_test[:test_size], y_test=ds.y_test[:test_size])
     return ds
 
 

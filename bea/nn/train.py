@@ -90,6 +90,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     train_size: int | None = None
+    test_size: int | None = None
     optimizer: str = "adam"
     h: float = 1e-3
     beta: float = 0.9
@@ -168,8 +169,10 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("physical_batch", "checkpoint_every", "write_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.train_size is not None and cfg.train_size < 1:
-        raise ConfigError(f"train-size must be >= 1, got {cfg.train_size}")
+    for name in ("train_size", "test_size"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {v}")
 
 
 def members(cfg: TrainConfig) -> list[dict]:
@@ -181,9 +184,11 @@ def members(cfg: TrainConfig) -> list[dict]:
     return [dict(base, **{key: v}, name=f"{key}={v:g}") for v in vals]
 
 
-def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int):
+def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members: int = 2):
     """The jitted, member-vmapped step (params, opt_state, hp, train xyw, test xyw) ->
-    (params', opt_state', metrics) of the module docstring; leading axis = member."""
+    (params', opt_state', metrics) of the module docstring; leading axis = member.
+    With one member the axis is squeezed instead of vmapped (a vmap over weights turns
+    convolutions into slower batched-kernel ones)."""
     bias_correction, eps_inside = OPTIMIZERS[optimizer]
 
     def one(params, opt_state, hp, train, test):
@@ -202,7 +207,15 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int):
         updates, opt_state = opt.update(g, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, m
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+    if members == 1:
+        sq = lambda t: jax.tree_util.tree_map(lambda a: a[0], t)  # noqa: E731
+        ex = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)  # noqa: E731
+
+        def stepped(params, opt_state, hp, train, test):
+            return ex(one(sq(params), sq(opt_state), sq(hp), train, test))
+    else:
+        stepped = jax.vmap(one, in_axes=(0, 0, 0, None, None))
+    return jax.jit(stepped, donate_argnums=(0, 1))
 
 
 def _init_state(cfg: TrainConfig, k: int, image_shape, num_classes, dtype):
@@ -269,7 +282,7 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
                                        dtype), mesh)
     test = shard_batches(make_batches(data.x_test, data.y_test, cfg.physical_batch, nd,
                                       dtype), mesh)
-    step_fn = make_step(static, cfg.optimizer, train.n, test.n)
+    step_fn = make_step(static, cfg.optimizer, train.n, test.n, k)
 
     ckpt = Checkpointer(ckpt_dir)
     step = 0
@@ -371,7 +384,8 @@ def run(
             if key not in _RESUMABLE and old.get(key) != new[key]:
                 raise ConfigError(f"--resume with {key}={new[key]!r} but the run in {out} has "
                                   f"{key}={old.get(key)!r}")
-    data = load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype), cfg.train_size)
+    data = load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype), cfg.train_size,
+                        cfg.test_size)
     mesh = data_mesh()
     os.makedirs(out, exist_ok=True)
     common = dict(resume=resume, progress=progress, kill_at_step=kill_at_step,

@@ -1,0 +1,104 @@
+"""The accumulated full-batch gradient and the logged norms (bea.nn.fullbatch, metrics)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bea  # noqa: F401  (float64 on)
+from bea.nn import fullbatch as F
+from bea.nn import history as H
+from bea.nn.data import load_digits
+from bea.nn.models import make_model
+from bea.nn.train import TrainConfig, run
+
+
+@pytest.fixture(scope="module")
+def digits64():
+    d = load_digits(np.float64)
+    return d.x_train[:50], d.y_train[:50]
+
+
+def _one_shot(params, static, x, y):
+    def loss(p):
+        logits = jax.vmap(eqx.combine(p, static))(x)
+        return jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])
+
+    return jax.value_and_grad(loss)(params)
+
+
+# 5 physical batches: one lax.scan; 3 batches: written out straight (fullbatch._accumulate)
+@pytest.mark.parametrize("name,batch", [("cnn_small", 10), ("resnet_small", 20)])
+def test_accumulated_gradient_is_the_full_batch_gradient(digits64, name, batch):
+    x, y = digits64
+    model = make_model(name, 1, 8, 10, jax.random.PRNGKey(1), jnp.float64)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    b = F.make_batches(x, y, batch, dtype=np.float64)
+    data = F.Batches(*(jnp.asarray(a) for a in b[:3]), b.n)
+    loss, acc, g = jax.jit(lambda p: F.loss_and_grad(p, static, data))(params)
+    loss1, g1 = _one_shot(params, static, jnp.asarray(x), jnp.asarray(y))
+    np.testing.assert_allclose(loss, loss1, rtol=1e-13)
+    for a, a1 in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g1), strict=True):
+        np.testing.assert_allclose(a, a1, rtol=1e-10, atol=1e-15)
+    assert 0 <= float(acc) <= 1
+
+
+def test_logged_norms_equal_direct_computation(tmp_path):
+    """Rows 0..3 of a float64 run: the norms equal numpy on the one-shot full gradient
+    at the parameters re-created by replaying the (deterministic) Adam steps."""
+    cfg = TrainConfig(model="cnn_small", train_size=40, test_size=40, dtype="float64",
+                      max_steps=4,
+                      physical_batch=16, h=1e-2, beta=0.9, rho=0.99, eps=1e-6)
+    run(cfg, str(tmp_path), progress=False, log=lambda s: None)
+    rows = H.read_history(str(tmp_path / "history.csv"))
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+
+    d = load_digits(np.float64)
+    x, y = jnp.asarray(d.x_train[:40]), jnp.asarray(d.y_train[:40])
+    model = make_model("cnn_small", 1, 8, 10, jax.random.PRNGKey(0), jnp.float64)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt = bea.adam(1e-2, 0.9, 0.99, 1e-6)
+    state = opt.init(params)
+    one_shot = jax.jit(lambda p: _one_shot(p, static, x, y))
+    update = jax.jit(opt.update)
+    for r in rows:
+        loss, g = one_shot(params)
+        v = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(g)])
+        np.testing.assert_allclose(r["train_loss"], loss, rtol=1e-12)
+        np.testing.assert_allclose(r["perturbed_one_norm"], np.sum(np.sqrt(v**2 + 1e-6)),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(r["two_norm"], np.linalg.norm(v), rtol=1e-10)
+        np.testing.assert_allclose(r["one_norm"], np.sum(np.abs(v)), rtol=1e-10)
+        np.testing.assert_allclose(r["mean_abs_grad"], np.mean(np.abs(v)), rtol=1e-10)
+        np.testing.assert_allclose(r["std_abs_grad"], np.std(np.abs(v)), rtol=1e-8)
+        c = 0.5 * 1e-2 * (1.9 / 0.1 - 1.99 / 0.01)
+        np.testing.assert_allclose(r["correction_coefficient"], c, rtol=1e-12)
+        np.testing.assert_allclose(r["modified_loss"], loss + c * np.sum(np.sqrt(v**2 + 1e-6)),
+                                   rtol=1e-10)
+        upd, state = update(g, state, params)
+        params = jax.tree_util.tree_map(jnp.add, params, upd)
+
+
+def test_batch_split_does_not_change_groupnorm_model(digits64):
+    """GroupNorm normalises per example: the loss of example i is independent of the
+    physical batch it sits in (the reason BatchNorm is not used; bea.nn.models)."""
+    x, y = digits64
+    model = make_model("resnet_small", 1, 8, 10, jax.random.PRNGKey(2), jnp.float64)
+    f = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
+    one = f(model, jnp.asarray(x[:10]))
+    split = jnp.concatenate([f(model, jnp.asarray(x[:3])), f(model, jnp.asarray(x[3:10]))])
+    np.testing.assert_allclose(one, split, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,millions", [("cnn", 1.39), ("vit", 12.7), ("resnet50", 23.7),
+                                           ("resnet101", 42.7)])
+def test_paper_models_shapes(name, millions):
+    """The paper-sized models on CIFAR-100 inputs, traced abstractly (no compute)."""
+    key = jax.random.PRNGKey(0)
+    model = eqx.filter_eval_shape(make_model, name, 3, 32, 100, key, jnp.float32)
+    n = sum(a.size for a in jax.tree_util.tree_leaves(model) if hasattr(a, "shape"))
+    assert abs(n / 1e6 - millions) < 0.1 * millions, n
+    out = eqx.filter_eval_shape(lambda m, x: m(x), model,
+                                jax.ShapeDtypeStruct((3, 32, 32), jnp.float32))
+    assert out.shape == (100,) and out.dtype == jnp.float32

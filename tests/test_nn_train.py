@@ -1,0 +1,173 @@
+"""The training CLI: resume after SIGKILL, atomic files, sharding, divergence, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bea  # noqa: F401
+from bea.nn import history as H
+from bea.nn.data import DataError, load_dataset, write_cifar_pickles
+from experiments import train as cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tiny and float64: digits, 48 training examples (3 physical batches of 16), 64 test ones
+TINY = ["--model", "cnn_small", "--train-size", "48", "--test-size", "64", "--physical-batch", "16",
+        "--h", "1e-2", "--beta", "0.9", "--rho", "0.99", "--eps", "1e-6", "--dtype", "float64",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """A compilation cache shared by this module's subprocesses (they compile the same
+    programs; the cache only saves time, the executables are the same)."""
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _start(args, devices=1, cache=None):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    if cache is not None:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(p, timeout=120):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+COMMON = TINY + ["--max-steps", "10", "--checkpoint-every", "3", "--write-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, jax_cache):
+    """An uninterrupted single-device run (10 steps), the reference of two tests."""
+    full = tmp_path_factory.mktemp("full")
+    rc, _, err = _finish(_start(COMMON + ["--out", str(full)], cache=jax_cache))
+    assert rc == 0, err
+    return full
+
+
+def test_sigkill_and_resume_gives_the_same_history(tmp_path, uninterrupted, jax_cache):
+    full, part = uninterrupted, tmp_path / "part"
+    common = COMMON
+    # the hidden hook SIGKILLs the process right after step 8 (checkpoint at 6, history
+    # written through row 7): the resume must drop rows 6 and 7 and redo them
+    rc_part, _, _ = _finish(_start(common + ["--out", str(part), "--kill-at-step", "8"],
+                                   cache=jax_cache))
+    assert rc_part == -signal.SIGKILL
+    killed = H.read_history(str(part / "history.csv"))
+    assert [r["step"] for r in killed] == list(range(8))  # complete rows only
+    assert not [f for f in os.listdir(part) if ".tmp." in f]
+    rc, _, err = _finish(_start(common + ["--out", str(part), "--resume"], cache=jax_cache))
+    assert rc == 0, err
+    assert "resumed from step 6" in err
+    assert (part / "history.csv").read_bytes() == (full / "history.csv").read_bytes()
+    cfg = json.loads((part / "config.json").read_text())
+    assert cfg["status"] == "max_steps" and cfg["rows"] == 10
+
+
+def test_history_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "history.csv")
+    row = {c: 1.0 for c in H.COLUMNS} | {"step": 0}
+    H.write_history(path, [row])
+    before = open(path).read()
+
+    def crash(*a, **k):
+        raise OSError("disk died mid-write")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        H.write_history(path, [row, row | {"step": 1}])
+    assert open(path).read() == before  # the old file, whole
+
+
+def test_sharded_run_matches_single_device(tmp_path, uninterrupted):
+    rc, _, err = _finish(_start(COMMON + ["--out", str(tmp_path / "d4")], devices=4))
+    assert rc == 0, err
+    assert json.loads((tmp_path / "d4" / "config.json").read_text())["devices"] == 4
+    r4 = H.read_history(str(tmp_path / "d4" / "history.csv"))
+    r1 = H.read_history(str(uninterrupted / "history.csv"))
+    assert len(r4) == len(r1) == 10
+    for a, b in zip(r4, r1, strict=True):
+        for c in H.COLUMNS:
+            np.testing.assert_allclose(a[c], b[c], rtol=1e-10, atol=1e-14, err_msg=c)
+
+
+def test_divergence_is_detected_and_recorded(tmp_path):
+    out = tmp_path / "div"
+    summaries = cli.main(["--model", "cnn_small", "--train-size", "32", "--test-size", "32",
+                          "--h", "1e6",
+                          "--max-steps", "50", "--no-progress", "--out", str(out)])
+    s = summaries[0]
+    assert s["status"] == "diverged" and s["diverged_step"] is not None
+    rows = H.read_history(str(out / "history.csv"))
+    assert rows[-1]["step"] == s["diverged_step"] < 49
+    last = [rows[-1][c] for c in H.COLUMNS if c != "step"]
+    assert not all(np.isfinite(last))
+    assert json.loads((out / "config.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--h", "0"], "h must be > 0, got 0.0"),
+    (["--beta", "1"], "beta must be in [0, 1), got 1.0"),
+    (["--rho", "0"], "rho must be in (0, 1), got 0.0"),
+    (["--eps=-1e-8"], "eps must be > 0, got -1e-08"),
+    (["--sweep", "rho=0.9,1.5"], "rho must be in (0, 1), got 1.5"),
+    (["--sweep", "gamma=0.9"], "'gamma=0.9'"),
+    (["--model", "resnet9"], "invalid choice: 'resnet9'"),
+    (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
+    (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+    (["--dataset", "cifar100", "--data-dir", "/nonexistent"],
+     "/nonexistent/cifar-100-python/train"),
+])
+def test_bad_flags_one_line_status_2(tmp_path, capsys, flags, needle):
+    with pytest.raises(SystemExit) as e:
+        cli.main(flags + ["--out", str(tmp_path / "x"), "--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+    assert not (tmp_path / "x" / "history.csv").exists()
+
+
+def test_bad_flag_subprocess_has_no_traceback(tmp_path):
+    rc, out, err = _finish(_start(["--rho", "1.0", "--out", str(tmp_path / "x")]))
+    assert rc == 2
+    assert err.strip().splitlines() == ["experiments.train: error: rho must be in (0, 1), got 1.0"]
+
+
+def test_cifar_layout_is_read_and_missing_file_named(tmp_path):
+    write_cifar_pickles(str(tmp_path), "cifar10", n_train=25, n_test=7)
+    d = load_dataset("cifar10", str(tmp_path))
+    assert d.x_train.shape == (25, 3, 32, 32) and d.x_test.shape == (7, 3, 32, 32)
+    assert d.num_classes == 10 and d.y_train.dtype == np.int32
+    np.testing.assert_allclose(d.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    write_cifar_pickles(str(tmp_path), "cifar100", n_train=9, n_test=4)
+    assert load_dataset("cifar100", str(tmp_path)).num_classes == 100
+    os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_3")
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_vmapped_sweep_runs_on_synthetic_cifar_and_matches_single_runs(tmp_path):
+    write_cifar_pickles(str(tmp_path / "data"), "cifar10", n_train=20, n_test=10)
+    common = ["--model", "cnn_small", "--dataset", "cifar10", "--data-dir",
+              str(tmp_path / "data"), "--dtype", "float64", "--max-steps", "2",
+              "--h", "1e-2", "--no-progress", "--physical-batch", "10"]
+    cli.main(common + ["--sweep", "rho=0.95,0.999", "--out", str(tmp_path / "sw")])
+    cli.main(common + ["--rho", "0.999", "--out", str(tmp_path / "single")])
+    sw = H.read_history(str(tmp_path / "sw" / "rho=0.999" / "history.csv"))
+    single = H.read_history(str(tmp_path / "single" / "history.csv"))
+    assert os.path.exists(tmp_path / "sw" / "rho=0.95" / "history.csv")
+    for a, b in zip(sw, single, strict=True):
+        for c in H.COLUMNS:
+            np.testing.assert_allclose(a[c], b[c], rtol=1e-9, atol=1e-14, err_msg=c)
+    with pytest.raises(SystemExit):  # the directory holds a run: --resume or a new --out
+        cli.main(common + ["--rho", "0.999", "--out", str(tmp_path / "single")])

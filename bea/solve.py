@@ -99,16 +99,6 @@ def solve_fixed(field, theta0, h, num_steps, *, substeps: int = 1,
     return jnp.where((jnp.arange(num_steps + 1) > stop)[:, None], theta, buf)
 
 
-def solver_error(field, theta0, h, num_steps, ys, *, rtol=1e-12, atol=1e-14, refine=100.0,
-                 substeps: int = 4, max_steps: int = 1024, **kw):
-    """max_n ||ys_n - theta~_ref(nh)||_2 against a reference solved at ``refine`` times tighter
-    tolerances and at least ``substeps`` steps per interval (tighter tolerances alone often
-    take the same single step and would report a spurious zero)."""
-    fine = solve(field, theta0, h, num_steps, rtol=rtol / refine, atol=atol / refine,
-                 dtmax=h / substeps, max_steps=max_steps * substeps, **kw)
-    return jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
-
-
 def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, refine=100.0,
                      substeps: int = 4, method: str = "adaptive", **kw):
     """The solve, and an estimate of its error: max_n ||theta~(nh) - theta~_ref(nh)||_2 with
@@ -127,7 +117,8 @@ def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, ref
         return ys, jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
     if method != "adaptive":
         raise ValueError(f"unknown method {method!r}; use 'adaptive' or 'fixed'")
-    ys = solve(field, theta0, h, num_steps, rtol=rtol, atol=atol, **kw)
+    max_steps = kw.pop("max_steps", 1024)
+    ys = solve(field, theta0, h, num_steps, rtol=rtol, atol=atol, max_steps=max_steps, **kw)
     fine = solve(field, theta0, h, num_steps, rtol=rtol / refine, atol=atol / refine,
-                 dtmax=h / substeps, max_steps=kw.pop("max_steps", 1024) * substeps, **kw)
+                 dtmax=h / substeps, max_steps=max_steps * substeps, **kw)
     return ys, jnp.max(jnp.linalg.norm(ys - fine, axis=-1))

@@ -15,25 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
+
+from experiments._cli import Parser, fail  # noqa: E402
 
 PROG = "experiments.bilinear"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, status 2, no usage block
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _fail(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n")[0],
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--figure", required=True, help="which figure: 1 (beta, rho) or 2 (h)")
     p.add_argument("--out", required=True, help="output directory")
@@ -44,17 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args) -> tuple[int, int]:
     if args.figure not in ("1", "2"):
-        _fail(f"--figure must be 1 or 2, got {args.figure!r}")
+        fail(PROG, f"--figure must be 1 or 2, got {args.figure!r}")
     if args.contours not in ("one-norm", "perturbed"):
-        _fail(f"--contours must be one-norm or perturbed, got {args.contours!r}")
+        fail(PROG, f"--contours must be one-norm or perturbed, got {args.contours!r}")
     try:
         dpi = int(args.dpi)
     except ValueError:
         dpi = 0
     if not 20 <= dpi <= 300:
-        _fail(f"--dpi must be an integer in [20, 300], got {args.dpi!r}")
+        fail(PROG, f"--dpi must be an integer in [20, 300], got {args.dpi!r}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        _fail(f"--out {args.out!r} exists and is not a directory")
+        fail(PROG, f"--out {args.out!r} exists and is not a directory")
     return int(args.figure), dpi
 
 

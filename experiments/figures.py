@@ -17,10 +17,10 @@ get there are drawn hollow at their last row and flagged in the table. Writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
+
+from experiments._cli import Parser, fail  # noqa: E402
 
 PROG = "experiments.figures"
 X_OF = {3: "rho", 4: "rho", 5: "beta", 6: "beta", 7: "beta", 8: "rho"}
@@ -28,12 +28,6 @@ Y_OF = {3: "perturbed_one_norm", 4: "test_accuracy", 5: "perturbed_one_norm",
         6: "test_accuracy"}
 LABEL = {"perturbed_one_norm": r"$\|\nabla E\|_{1,\varepsilon}$ at stop",
          "test_accuracy": "test accuracy at stop"}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def load_runs(directory: str) -> list[dict]:
@@ -160,7 +154,7 @@ def table(numbers: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = _Parser(prog=PROG, description=__doc__.split("\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--figure", type=int, choices=sorted(X_OF), required=True)
     p.add_argument("--runs", action="append", required=True,
                    help="sweep (or run) directory; repeat for several panels (figures 3-6)")
@@ -171,8 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         numbers = draw(args.figure, args.runs, args.out, args.threshold)
     except (FileNotFoundError, KeyError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(PROG, str(e))
     print(table(numbers))
     return numbers
 

@@ -16,18 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from experiments._cli import Parser, fail  # noqa: E402
+
 PROG = "experiments.train"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, status 2, no usage block
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _fail(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bea.nn.train import OPTIMIZERS, TrainConfig
 
     d = TrainConfig()
-    p = _Parser(prog=PROG, description=__doc__.split("\n")[0],
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=MODEL_NAMES, default=d.model)
     p.add_argument("--dataset", choices=DATASET_NAMES, default=d.dataset)
@@ -92,7 +83,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         kill_at_step=args.kill_at_step,
                         log=lambda s: print(s, file=sys.stderr))
     except (ConfigError, DataError) as e:
-        _fail(str(e))
+        fail(PROG, str(e))
     print(summaries_table(summaries))
     return summaries
 

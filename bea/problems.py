@@ -105,13 +105,19 @@ def _digits(num_examples: int | None):
     return X, y
 
 
-def mlp(seed: int = 0, hidden: int = 16, num_examples: int | None = 512) -> Problem:
+def mlp(seed: int = 0, hidden: int = 16, num_examples: int | None = 512,
+        centered: bool = False) -> Problem:
     """A smooth (tanh) one-hidden-layer MLP on scikit-learn's digits (8x8 images, 10
     classes; shipped inside scikit-learn, no download), softmax cross-entropy.
 
     tanh keeps every mini-batch loss C^infinity, as assumption (3) needs; the
-    parameters are flattened to one vector theta of shape (p,)."""
+    parameters are flattened to one vector theta of shape (p,). Pixels lie in [0, 1];
+    ``centered=True`` maps them to [-1, 1]. In [0, 1] the weights of always-blank pixels
+    have gradients identically 0, where eps-outside updates g/(sqrt(nu) + eps) are not
+    differentiable (MATH.md section 5), so the generic engine needs the centred data."""
     X, y = _digits(num_examples)
+    if centered:
+        X = 2 * X - 1
     d_in, d_out = X.shape[1], 10
     key1, key2 = jax.random.split(jax.random.PRNGKey(seed))
     params = {
@@ -137,6 +143,7 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
     "quadratic": quadratic,
     "logistic": logistic,
     "mlp": mlp,
+    "mlp_centered": lambda seed=0: mlp(seed=seed, centered=True),
 }
 
 

@@ -20,7 +20,7 @@ DEFAULT_H = [0.04, 0.02, 0.01, 0.005]
 def parser() -> Parser:
     p = Parser(prog="python -m experiments.convergence", description=__doc__)
     p.add_argument("--problem", default="bilinear",
-                   help="bilinear | quadratic | logistic | mlp (default bilinear)")
+                   help="bilinear | quadratic | logistic | mlp | mlp_centered (default bilinear)")
     p.add_argument("--optimizer", default="adam",
                    help="adam | rmsprop | gd | heavy_ball (closed forms), or any smooth "
                         "optimizer of bea.optimizer_registry for the generic engine: "

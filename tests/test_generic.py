@@ -19,13 +19,11 @@ import optax
 import pytest
 
 import bea  # noqa: F401  (float64)
-from bea import measure
 from bea import optimizer_registry as reg
 from bea.fields import adam, full_batch, rmsprop, special_cases
 from bea.fields.generic import modified_field
-from bea.optimizers import trajectory
 from bea.problems import batch_sequence, make_problem, mlp
-from bea.solve import solve
+from bea.sweep import sweep
 
 K = 8
 H = 0.05
@@ -179,44 +177,20 @@ ORDER_T = 0.25
 
 
 def dense_mlp():
-    """problem 'mlp' (hidden 4, 64 digits, p = 310) with pixels rescaled to [-1, 1]. In the
-    raw digits 21% of the gradient components are identically 0 (always-blank pixels):
-    sqrt(nu) is not differentiable at 0 (its jvp is 0 * inf = NaN), so eps-outside
-    optimizers are outside the construction's hypotheses there."""
-    P = mlp(seed=0, hidden=4, num_examples=64)
-    return P._replace(data={**P.data, "x": 2 * P.data["x"] - 1})
+    """problem 'mlp' (hidden 4, 64 digits, p = 310) with pixels in [-1, 1] (centered=True):
+    in the raw digits 21% of the gradient components are identically 0 (always-blank
+    pixels), sqrt(nu) is not differentiable at 0 (its jvp is 0 * inf = NaN), and
+    eps-outside optimizers are outside the construction's hypotheses there."""
+    return mlp(seed=0, hidden=4, num_examples=64, centered=True)
 
 
 def measured_orders(name, eps, *, beta=0.5, rho=0.7, batch_size=8, hs=ORDER_HS, T=ORDER_T):
-    """Errors of the generic order-0/1 fields against the optax run (learning rate h),
-    one compiled program per field for the whole ladder (padding, as in bea.sweep)."""
-    P = dense_mlp()
-    N_max = round(T / min(hs))
-    batches = batch_sequence(P, batch_size, N_max, 0)
-
-    @jax.jit
-    def disc(h, N):
-        return trajectory(reg.transformation(name, h, beta, rho, eps), P.loss, P.theta0,
-                          batches, N_max, active_steps=N)
-
-    def ode(order):
-        @jax.jit
-        def run(h, N):
-            f = modified_field(reg.transformation(name, 1.0, beta, rho, eps), P.loss,
-                               batches, h, order=order)
-            return solve(f, P.theta0, h, N_max, rtol=1e-9, atol=1e-11, active_steps=N)
-
-        return run
-
-    runs = {0: ode(0), 1: ode(1)}
-    errs = {0: [], 1: []}
-    for h in hs:
-        N = round(T / h)
-        d = disc(jnp.asarray(h), N)[: N + 1]
-        for o in (0, 1):
-            errs[o].append(measure.global_error(runs[o](jnp.asarray(h), N)[: N + 1], d))
-    return {o: (measure.fit_slope(hs, e), measure.local_slopes(hs, e), e)
-            for o, e in errs.items()}
+    """Fitted and local slopes of the generic order-0/1 fields against the optax run
+    (learning rate h), through bea.sweep (padded, solver error measured)."""
+    r = sweep(dense_mlp(), name, list(hs), T, ["order0", "order1"], beta=beta, rho=rho,
+              eps=eps, batch_size=batch_size, seed=0, engine="generic")
+    return {o: (r["slopes"][k], r["local_slopes"][k], r["errors"][k])
+            for o, k in ((0, "order0"), (1, "order1"))}
 
 
 # short memory (beta = 0.5, rho = 0.7: N >> 1/(1 - rho) already at h = 0.025) and

@@ -27,9 +27,10 @@ def identical(p, K):
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (K,) + x.shape), p.data)
 
 
-@pytest.mark.parametrize("n", [0, 3])
-def test_fused_field_equals_building_blocks(net, n):
-    """field() (one HVP per k) == the theorem written with R, M, L, L_bar, P, P_bar."""
+@pytest.mark.parametrize("n,chunk", [(0, 8), (3, 8), (0, 1), (3, 4), (5, 4), (4, 1)])
+def test_fused_field_equals_building_blocks(net, n, chunk):
+    """field() (one HVP per k, the history walked in chunks of ``chunk`` batches, the last
+    one padded) == the theorem written with R, M, L, L_bar, P, P_bar on the whole history."""
     p, theta, b = net
     h, beta, rho, eps = 0.03, 0.6, 0.8, 1e-3
 
@@ -43,7 +44,7 @@ def test_fused_field_equals_building_blocks(net, n):
         P = adam.P(*args, beta, rho, eps)
         Pb = adam.P_bar(*args, beta, rho, eps)
         expected = -M / R + h * (M * (2 * P + Pb) / (2 * R**3) - (2 * L + Lb) / (2 * R))
-        return adam.field(p.loss, b, h, beta, rho, eps)(n, theta), expected, L, P
+        return adam.field(p.loss, b, h, beta, rho, eps, chunk=chunk)(n, theta), expected, L, P
 
     got, expected, L, P = both(theta, n)
     assert rel(got, expected) <= 1e-12

@@ -29,7 +29,7 @@ from bea.fields._history import (
     one_minus_pow,
     suffix_sum,
 )
-from bea.fields._window import history_slice, window_length
+from bea.fields._window import window_length
 
 __all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field"]
 
@@ -103,6 +103,27 @@ def P_bar(loss, theta, batches, n, beta, rho, eps, bias_correction=True) -> Floa
     return w @ (G * hvp_history(loss, theta, batches, jnp.broadcast_to(u[n], u.shape)))
 
 
+def _ema_matrix(a, C: int) -> Float[Array, "C C"]:
+    """E[i, j] = a^(i-j) (1-a) for j <= i, else 0: one chunk of an exponential average."""
+    i = jnp.arange(C)
+    d = i[:, None] - i[None, :]
+    return jnp.where(d >= 0, jnp.asarray(a, dtype=float) ** jnp.maximum(d, 0) * (1 - a), 0.0)
+
+
+def _chunked(batches: PyTree, C: int) -> tuple[PyTree, int]:
+    """The history as (chunks, C, ...) leaves, the last chunk padded with copies of the last
+    batch (finite values that every weight masks out), and the number of chunks."""
+    K = jax.tree_util.tree_leaves(batches)[0].shape[0]
+    nc = -(-K // C)
+
+    def one(b):
+        if nc * C > K:
+            b = jnp.concatenate([b, jnp.repeat(b[-1:], nc * C - K, axis=0)])
+        return b.reshape((nc, C) + b.shape[1:])
+
+    return jax.tree_util.tree_map(one, batches), nc
+
+
 def field(
     loss: Callable,
     batches: PyTree,
@@ -115,38 +136,92 @@ def field(
     variant: str = "paper",
     bias_correction: bool = True,
     window: bool = True,
+    chunk: int = 8,
 ) -> Field:
     """The modified vector field of Theorem 3.6, ``f(n, theta)``, for mini-batch Adam.
 
     ``batches`` holds batch k at index k of every leaf's leading axis (at least n+1 of
-    them; entries beyond n are masked out). ``order=0`` gives -M/R; ``variant="typo"`` puts
+    them; entries beyond n are never used). ``order=0`` gives -M/R; ``variant="typo"`` puts
     R^3 under the L term as in the typeset (6). ``bias_correction=False`` drops the
     1/(1-a^(n+1)) divisors (with beta = 0 this is Theorem 3.3's RMSProp).
-    Cost per evaluation: K gradients and K Hessian-vector products, vmapped; or 2W of
-    them when the weights max(beta, rho)^W fall below 1e-18 within the history
-    (:mod:`bea.fields._window`, automatic for concrete beta and rho; ``window=False``
-    turns it off).
+
+    Cost per evaluation: n+1 gradients and n+1 Hessian-vector products (one per past batch;
+    H_k (2 S_k + u^(n)) serves both 2L + Lbar and 2P + Pbar), rounded up to whole chunks of
+    ``chunk`` batches: the history is walked in a loop whose trip count is n // chunk + 1, so
+    step n costs O(n) (O(N^2/2) per trajectory, not O(N K)) in one compiled program, however
+    long the padded history. Or O(2W) when the weights max(beta, rho)^W fall below 1e-18
+    within the history (:mod:`bea.fields._window`, automatic for concrete beta and rho;
+    ``window=False`` turns it off). Two passes: forward over the chunks for g_k and the
+    averages M^(l), R^(l) (each chunk's average a C x C matrix product plus the carry), then
+    backward for the suffix sums S_k and the Hessian-vector products.
     """
     if variant not in ("paper", "typo"):
         raise ValueError(f"unknown variant {variant!r}; use 'paper' or 'typo'")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
 
     K_all = jax.tree_util.tree_leaves(batches)[0].shape[0]
     L_win = window_length(beta, rho, K_all) if window else None
+    C = min(chunk, K_all)
+    chunks, nc = _chunked(batches, C)
+    Eb, Er = _ema_matrix(beta, C), _ema_matrix(rho, C)
+    i = jnp.arange(C)
+    carry_b = jnp.asarray(beta, dtype=float) ** (i + 1)  # weight of the carried average
+    carry_r = jnp.asarray(rho, dtype=float) ** (i + 1)
+    upper = (i[:, None] <= i[None, :]).astype(float)  # suffix sums within a chunk
 
     def f(n, theta):
-        hist, off = (batches, 0) if L_win is None else history_slice(batches, n, L_win, K_all)
-        m = n - off  # n's row in the (windowed) history
-        G, Rs, Ms, u, S = _pieces(loss, theta, hist, m, beta, rho, eps, bias_correction, off)
-        Rn, Mn, un = Rs[m], Ms[m], u[m]
+        start = 0 if L_win is None else jnp.maximum(n - L_win + 1, 0)
+        c0, c1 = start // C, n // C + 1
+        zero = jnp.zeros_like(theta)
+
+        def forward(c, carry):  # g_k, then M^(l), R^(l), u^(l) for the rows of chunk c
+            m, nu, Mn, Rn, Gb, Ub = carry
+            rows = c * C + i
+            batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
+            G = jnp.where((rows >= start)[:, None], grad_history(loss, theta, batch), 0.0)
+            mc = Eb @ G + carry_b[:, None] * m  # unnormalised averages, carried over chunks
+            nuc = Er @ (G * G) + carry_r[:, None] * nu
+            if bias_correction:
+                Mc = mc / one_minus_pow(beta, rows + 1)[:, None]
+                Rc = jnp.sqrt(nuc / one_minus_pow(rho, rows + 1)[:, None] + eps)
+            else:
+                Mc, Rc = mc, jnp.sqrt(nuc + eps)
+            here = c == n // C
+            j = n - c * C
+            Mn = jnp.where(here, Mc[jnp.clip(j, 0, C - 1)], Mn)
+            Rn = jnp.where(here, Rc[jnp.clip(j, 0, C - 1)], Rn)
+            if order:  # kept for the backward pass
+                Gb = jax.lax.dynamic_update_index_in_dim(Gb, G, c, 0)
+                Ub = jax.lax.dynamic_update_index_in_dim(Ub, Mc / Rc, c, 0)
+            return mc[-1], nuc[-1], Mn, Rn, Gb, Ub
+
+        buf = jnp.zeros((nc if order else 0, C) + theta.shape, theta.dtype)
+        _, _, Mn, Rn, Gb, Ub = jax.lax.fori_loop(c0, c1, forward,
+                                                 (zero, zero, zero, zero, buf, buf))
         if order == 0:
             return -Mn / Rn
-        K = G.shape[0]
-        HV = hvp_history(loss, theta, hist, 2 * S + un)  # H_k (2 S_k + u^(n))
-        wb, wr = ema_weights(beta, m, K, False), ema_weights(rho, m, K, False)
+        un = Mn / Rn
+
+        def backward(t, carry):  # chunks c1-1 down to c0: S_k, then H_k (2 S_k + u^(n))
+            after, two_L, two_P = carry
+            c = c1 - 1 - t
+            rows = c * C + i
+            U = jnp.where((rows < n)[:, None], Ub[c], 0.0)
+            S = upper @ U + after  # S_k = sum_{l=k}^{n-1} u^(l)
+            batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
+            HV = hvp_history(loss, theta, batch, 2 * S + un)
+            live = (rows >= start) & (rows <= n)
+            e = jnp.maximum(n - rows, 0)
+            wb = jnp.where(live, jnp.asarray(beta, dtype=float) ** e * (1 - beta), 0.0)
+            wr = jnp.where(live, jnp.asarray(rho, dtype=float) ** e * (1 - rho), 0.0)
+            return after + U.sum(0), two_L + wb @ HV, two_P + wr @ (Gb[c] * HV)
+
+        _, two_L_plus_L_bar, two_P_plus_P_bar = jax.lax.fori_loop(
+            0, c1 - c0, backward, (zero, zero, zero))
         if bias_correction:
-            wb, wr = wb / one_minus_pow(beta, n + 1), wr / one_minus_pow(rho, n + 1)
-        two_L_plus_L_bar = wb @ HV
-        two_P_plus_P_bar = wr @ (G * HV)
+            two_L_plus_L_bar = two_L_plus_L_bar / one_minus_pow(beta, n + 1)
+            two_P_plus_P_bar = two_P_plus_P_bar / one_minus_pow(rho, n + 1)
         L_den = 2 * Rn**3 if variant == "typo" else 2 * Rn
         return -Mn / Rn + h * (Mn * two_P_plus_P_bar / (2 * Rn**3) - two_L_plus_L_bar / L_den)
 

@@ -35,6 +35,9 @@ from bea import measure
 from bea.optimizers import first_nonfinite
 from bea.problems import Problem, batch_sequence
 from bea.sweep import (
+    _ONE,
+    _TWO,
+    ATTEMPTS,
     _discrete,
     _ode,
     compiled_loss,
@@ -100,7 +103,7 @@ def _fetch(x) -> np.ndarray:
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+    return np.array(x)  # a writable copy
 
 
 @partial(jax.jit, static_argnames=("optimizer", "N_max", "mini", "loss"))
@@ -110,21 +113,24 @@ def _grid_discrete(theta0, batches, data, h, beta, rho, eps, N, *, optimizer, N_
 
 
 @partial(jax.jit, static_argnames=("optimizer", "kind", "N_max", "mini", "rtol", "atol", "loss",
-                                   "engine", "method", "eps_fixed"))
-def _grid_ode(theta0, batches, data, h, beta, rho, eps, N, eps_fixed=None, **static):
+                                   "engine", "method", "tableau", "eps_fixed"))
+def _grid_ode(theta0, batches, data, h, beta, rho, eps, N, substeps=1, eps_fixed=None,
+              **static):
     one = partial(_ode.__wrapped__, **static)  # eps traced (vmapped) only when gridded
     if eps_fixed is not None:
-        return jax.vmap(lambda b, r: one(theta0, batches, data, h, b, r, eps_fixed, N))(beta,
-                                                                                        rho)
-    return jax.vmap(lambda b, r, e: one(theta0, batches, data, h, b, r, e, N))(beta, rho, eps)
+        return jax.vmap(lambda b, r: one(theta0, batches, data, h, b, r, eps_fixed, N,
+                                         substeps))(beta, rho)
+    return jax.vmap(lambda b, r, e: one(theta0, batches, data, h, b, r, e, N, substeps))(
+        beta, rho, eps)
 
 
 def run_grid_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence[str],
                combos: Sequence[dict], *, batch_size: int | None = None, seed: int = 0,
                rtol: float = 1e-12, atol: float = 1e-14, N_max: int | None = None,
                engine: str | None = None, solver: str = "auto",
-               shard_history: bool = False) -> list[dict]:
-    """:func:`bea.sweep.run_h` for every combination at once: one dict per combination."""
+               shard_history: bool = False, trust: list[dict] | None = None) -> list[dict]:
+    """:func:`bea.sweep.run_h` for every combination at once: one dict per combination
+    (``trust``: one dict per combination, as run_h's)."""
     engine = resolve_engine(optimizer, engine)
     N = num_steps(T, h)
     N_max = N if N_max is None else N_max
@@ -152,31 +158,49 @@ def run_grid_h(problem: Problem, optimizer: str, h: float, T: float, fields: Seq
     static = dict(optimizer=optimizer, N_max=N_max, mini=mini, rtol=rtol, atol=atol,
                   loss=compiled_loss(problem, mini), engine=engine,
                   eps_fixed=eps_all.pop() if len(eps_all) == 1 else None)
-    for kind in fields:
-        method = "adaptive" if solver == "adaptive" else "fixed"
-        ys, serr = _grid_ode(*args, kind=kind, method=method, **static)
-        ys, serr = _fetch(ys)[:C, : N + 1], _fetch(serr)[:C]
-        errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
-        used = [method] * C
-        redo = [i for i in range(C) if outs[i]["diverged_at"] is None
-                and not 100 * serr[i] <= errs[i]]
-        if solver == "auto" and redo:  # the fixed step is not measured safe for some: redo
-            ys_a, serr_a = _grid_ode(*args, kind=kind, method="adaptive", **static)
-            ys_a, serr_a = _fetch(ys_a)[:C, : N + 1], _fetch(serr_a)[:C]
-            for i in redo:
-                ys[i], serr[i] = ys_a[i], serr_a[i]
-                errs[i] = measure.global_error(ys[i], disc[i])
-                used[i] = "adaptive"
+    for kind in fields:  # bea.sweep.solve_measured for every combination at once
+        call = partial(_grid_ode, *args, kind=kind, **static)
+        best: list[dict | None] = [None] * C
+        todo = [i for i in range(C) if outs[i]["diverged_at"] is None]
+        ok: dict[int, bool] = {}  # the embedded bound's check, per combination
+        for method, tableau in ATTEMPTS[solver]:
+            if not todo:
+                break
+            ys, serr = call(method=method, tableau=tableau or "dopri8", substeps=_ONE)
+            ys, serr = _fetch(ys)[:C, : N + 1], _fetch(serr)[:C]
+            errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
+            tr = [None if trust is None else trust[i].get(kind) for i in range(C)]
+            est = ["refined" if method == "adaptive" else "embedded"] * C
+            checked = {}
+            if method == "fixed" and any(tr[i] is not True or not 100 * serr[i] <= errs[i]
+                                         for i in todo):
+                fine = _fetch(call(method=method, tableau=tableau, substeps=_TWO)[0])
+                for i in todo:
+                    if tr[i] is not True or not 100 * serr[i] <= errs[i]:
+                        halving = float(np.max(np.linalg.norm(ys[i] - fine[i, : N + 1], axis=-1)))
+                        if tr[i] is None and np.isfinite(halving):
+                            checked[i] = bool(halving <= serr[i])
+                        serr[i], est[i] = halving, "halving"
+            for i in todo:
+                best[i] = dict(ys=ys[i], error=errs[i], solver_error=float(serr[i]),
+                               solver=method, tableau=tableau, estimate=est[i])
+                if i in checked:
+                    ok[i] = ok.get(i, True) and checked[i]
+            todo = [i for i in todo if not 100 * best[i]["solver_error"] <= best[i]["error"]]
         for i, o in enumerate(outs):
             if o["diverged_at"] is not None:
                 o["errors"][kind] = o["solver_error"][kind] = float("nan")
                 o["floor"][kind] = False
                 continue
-            o["errors"][kind] = errs[i]
-            o["solver_error"][kind] = float(serr[i])
-            o["floor"][kind] = measure.at_floor(errs[i], float(serr[i]), roundoff[i])
-            o["solver"][kind] = used[i]
-            o.setdefault("ode_diverged_at", {})[kind] = first_nonfinite(ys[i])
+            r = best[i]
+            o["errors"][kind] = r["error"]
+            o["solver_error"][kind] = r["solver_error"]
+            o["floor"][kind] = measure.at_floor(r["error"], r["solver_error"], roundoff[i])
+            for key in ("solver", "tableau", "estimate"):
+                o.setdefault(key, {})[kind] = r[key]
+            if i in ok:
+                o.setdefault("embedded_ok", {})[kind] = ok[i]
+            o.setdefault("ode_diverged_at", {})[kind] = first_nonfinite(r["ys"])
     return outs
 
 
@@ -198,12 +222,14 @@ def grid_sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
     hs = sorted(hs, reverse=True)
     t0 = time.perf_counter()
     N_max = max(num_steps(T, h) for h in hs)
-    per_h = []
-    for h in hs:
+    per_h, trust = [], None
+    for h in hs:  # coarsest first: its run checks the embedded error bounds (bea.sweep)
         per_h.append(run_grid_h(problem, optimizer, h, T, fields, combos,
                                 batch_size=batch_size, seed=seed, rtol=rtol, atol=atol,
                                 N_max=N_max, engine=engine, solver=solver,
-                                shard_history=shard_history))
+                                shard_history=shard_history, trust=trust))
+        trust = [{**(trust[i] if trust else {}), **o.get("embedded_ok", {})}
+                 for i, o in enumerate(per_h[-1])]
         if progress is not None:
             progress(h, per_h[-1])
     results = [summarise(hs, [runs[i] for runs in per_h], fields) for i in range(len(combos))]

@@ -16,7 +16,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-__all__ = ["solve", "solve_fixed", "solve_with_error"]
+__all__ = ["solve", "solve_fixed", "solve_with_error", "TABLEAUS"]
+
+# The fixed-step tableaus, cheapest first: 7 stages (order 5, embedded 4) and 14 (8, 7).
+TABLEAUS = {"dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 
 
 def solve(
@@ -63,57 +66,86 @@ def solve(
     return jnp.concatenate([theta0[None], ys])
 
 
-def solve_fixed(field, theta0, h, num_steps, *, substeps: int = 1,
+def solve_fixed(field, theta0, h, num_steps, *, substeps=1,
                 solver: diffrax.AbstractSolver | None = None,
-                active_steps: Int[Array, ""] | None = None) -> Float[Array, "num_steps+1 p"]:
+                active_steps: Int[Array, ""] | None = None, return_error: bool = False):
     """Like :func:`solve` with ``substeps`` equal steps of ``solver`` (default Dopri8) per
     interval and no step-size control: the solver's ``step`` is called directly (no
-    rejected steps). Its error is not controlled, so use it through
-    :func:`solve_with_error` (``method="fixed"``), which measures it.
+    rejected steps). Its error is not controlled, so measure it: ``return_error=True``
+    returns ``(ys, bound)`` with ``bound`` the sum over all steps of the norm of the step's
+    embedded error estimate (the difference between the tableau's two solutions, e.g.
+    Dopri8's 8th-order step minus its 7th-order companion) plus the round-off floor
+    2^-52 N max_n ||theta~(nh)||, which that difference cannot see.
 
-    Two choices make it fast when h is traced (a padded sweep): each interval is solved in
-    the unit time s = (t - nh)/h of d theta/ds = h f(n, theta), so the tableau's step is the
-    constant 1; and the intervals run in a ``fori_loop`` of exactly ``active_steps``
-    iterations writing into a buffer of ``num_steps + 1`` rows (rows after it hold the last
-    state), instead of a masked scan: no work on padding, and no ``cond`` per interval
-    (measured 6x slower on CPU)."""
+    ``substeps`` may be traced: the same compiled program then gives both a solve and its
+    ``substeps=2`` reference (:func:`bea.sweep.run_h` measures the error so, without a
+    second compilation).
+
+    Choices that make it fast when h is traced (a padded sweep): each step is taken in unit
+    time s, d theta/ds = (h / substeps) f(n, theta), so the tableau's step is the constant 1
+    (a traced step size made XLA's CPU code 7x slower); and the steps run in a
+    ``fori_loop`` of exactly ``active_steps * substeps`` iterations writing into a buffer of
+    ``num_steps + 1`` rows (rows after it hold the last state), instead of a masked scan:
+    no work on padding, and no ``cond`` per interval (measured 6x slower on CPU)."""
     solver = diffrax.Dopri8() if solver is None else solver
-    ds = 1.0 / substeps
+    m = jnp.asarray(substeps)
 
-    def integrate(theta, n):
-        term = diffrax.ODETerm(lambda s, y, args: h * field(n, y))
-        for i in range(substeps):
-            s0, s1 = i * ds, (i + 1) * ds
-            state = solver.init(term, s0, s1, theta, None)
-            theta = solver.step(term, s0, s1, theta, None, state, False)[0]
-        return theta
-
-    def body(n, carry):
-        theta, buf = carry
-        theta = integrate(theta, n)
-        return theta, jax.lax.dynamic_update_index_in_dim(buf, theta, n + 1, 0)
+    def body(i, carry):
+        theta, buf, err = carry
+        n = i // m
+        term = diffrax.ODETerm(lambda s, y, args: (h / m) * field(n, y))
+        state = solver.init(term, 0.0, 1.0, theta, None)
+        theta, y_err = solver.step(term, 0.0, 1.0, theta, None, state, False)[:2]
+        buf = jax.lax.dynamic_update_index_in_dim(buf, theta, n + 1, 0)  # last write wins
+        return theta, buf, err + jnp.linalg.norm(y_err)
 
     stop = num_steps if active_steps is None else jnp.minimum(active_steps, num_steps)
     buf = jnp.zeros((num_steps + 1,) + theta0.shape, theta0.dtype).at[0].set(theta0)
-    theta, buf = jax.lax.fori_loop(0, stop, body, (theta0, buf))
-    return jnp.where((jnp.arange(num_steps + 1) > stop)[:, None], theta, buf)
+    zero = jnp.zeros((), theta0.dtype)
+    theta, buf, err = jax.lax.fori_loop(0, stop * m, body, (theta0, buf, zero))
+    ys = jnp.where((jnp.arange(num_steps + 1) > stop)[:, None], theta, buf)
+    if not return_error:
+        return ys
+    roundoff = jnp.finfo(ys.dtype).eps * stop * m * jnp.max(jnp.linalg.norm(ys, axis=-1))
+    return ys, err + roundoff
 
 
 def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, refine=100.0,
-                     substeps: int = 4, method: str = "adaptive", **kw):
-    """The solve, and an estimate of its error: max_n ||theta~(nh) - theta~_ref(nh)||_2 with
-    the reference solved at ``refine`` times tighter tolerances and at least ``substeps``
-    steps per interval (tighter tolerances alone often take the same single step and would
-    report a spurious zero).
+                     substeps: int = 4, method: str = "adaptive", estimate: str = "halving",
+                     tableau: str = "dopri8", **kw):
+    """The solve, and an estimate of its error max_n ||theta~(nh) - theta~_exact(nh)||_2.
 
-    ``method="fixed"``: one Dopri8 step per interval (:func:`solve_fixed`), the reference
-    two steps per interval; for an order-8 method the reference's error is 2^8 times
-    smaller, so the difference measures the fixed solve's error. Several times cheaper;
-    callers fall back to ``"adaptive"`` when the measured error is not far below theirs."""
+    ``method="adaptive"``: Dopri8 under PID control at ``rtol``/``atol``; the estimate is
+    the difference from a reference solved at ``refine`` times tighter tolerances and at
+    least ``substeps`` steps per interval (tighter tolerances alone often take the same
+    single step and would report a spurious zero).
+
+    ``method="fixed"``: one step of ``tableau`` (a key of :data:`TABLEAUS`) per interval
+    (:func:`solve_fixed`), with one of two estimates of its error:
+
+    - ``estimate="halving"``: the difference from the same solve with two steps per
+      interval, whose error is 2^p times smaller for a method of order p: a measurement of
+      the global error, its propagation from interval to interval included;
+    - ``estimate="embedded"`` (free): the sum of the steps' embedded error estimates plus
+      round-off (:func:`solve_fixed`). The embedded difference estimates the error of the
+      lower-order companion, so it over-estimates each step's own error, but it does not
+      propagate errors: where the flow expands them by more than that margin it
+      under-estimates. :func:`bea.sweep.sweep` therefore checks it against the halving
+      measurement at the coarsest h of every sweep before trusting it at the others.
+    """
     if method == "fixed":
+        if tableau not in TABLEAUS:
+            raise ValueError(f"unknown tableau {tableau!r}; use {', '.join(TABLEAUS)}")
         act = kw.get("active_steps")
-        ys = solve_fixed(field, theta0, h, num_steps, active_steps=act)
-        fine = solve_fixed(field, theta0, h, num_steps, substeps=2, active_steps=act)
+        solver = TABLEAUS[tableau]()
+        ys, bound = solve_fixed(field, theta0, h, num_steps, solver=solver, active_steps=act,
+                                return_error=True)
+        if estimate == "embedded":
+            return ys, bound
+        if estimate != "halving":
+            raise ValueError(f"unknown estimate {estimate!r}; use 'embedded' or 'halving'")
+        fine = solve_fixed(field, theta0, h, num_steps, substeps=2, solver=solver,
+                           active_steps=act)
         return ys, jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
     if method != "adaptive":
         raise ValueError(f"unknown method {method!r}; use 'adaptive' or 'fixed'")

@@ -18,10 +18,11 @@ from bea.fields import FIELD_KINDS, check_field, make_field
 from bea.fields.generic import modified_field
 from bea.optimizers import adam, first_nonfinite, gd, heavy_ball, rmsprop, trajectory
 from bea.problems import Problem, batch_sequence
-from bea.solve import solve_with_error
+from bea.solve import TABLEAUS, solve_fixed, solve_with_error
 
 __all__ = ["num_steps", "discrete_optimizer", "run_h", "sweep", "validate", "OPTIMIZERS",
-           "ALL_OPTIMIZERS", "summarise", "ENGINES", "GENERIC_FIELDS", "resolve_engine"]
+           "ALL_OPTIMIZERS", "summarise", "ENGINES", "GENERIC_FIELDS", "resolve_engine",
+           "ATTEMPTS", "solve_measured"]
 
 OPTIMIZERS = ("adam", "rmsprop", "gd", "heavy_ball")  # those with closed-form fields
 ALL_OPTIMIZERS = registry.NAMES  # every name the generic engine takes (MATH.md section 5)
@@ -106,20 +107,26 @@ def discrete_optimizer(name: str, h, beta, rho, eps):
 # concrete beta, rho let the mini-batch fields drop history below round-off
 # (bea.fields._window). bea.grid traces them (vmapped) instead.
 @partial(jax.jit, static_argnames=("optimizer", "kind", "N_max", "mini", "rtol", "atol", "loss",
-                                   "engine", "method", "eps", "beta", "rho"))
-def _ode(theta0, batches, data, h, beta, rho, eps, N, *, optimizer, kind, N_max, mini, rtol,
-         atol, loss, engine="closed", method="adaptive"):
+                                   "engine", "method", "tableau", "eps", "beta", "rho"))
+def _ode(theta0, batches, data, h, beta, rho, eps, N, substeps=1, *, optimizer, kind, N_max,
+         mini, rtol, atol, loss, engine="closed", method="adaptive", tableau="dopri8"):
+    """(path, solver-error estimate): for ``method="fixed"`` the path with ``substeps``
+    (traced: 1 for the solve, 2 for its halving reference, one program) steps of
+    ``tableau`` per interval and its embedded bound; for "adaptive" the adaptive solve and
+    its difference from a refined one."""
     if engine == "generic":  # MATH.md section 5: the optimizer at learning rate 1 gives F_n
         f = modified_field(registry.transformation(optimizer, 1.0, beta, rho, eps), loss,
                            batches if mini else None, h, order=0 if kind == "order0" else 1,
                            data=data, num_steps=N_max)
-        return solve_with_error(f, theta0, h, N_max, rtol=rtol, atol=atol, active_steps=N,
-                                method=method)
-    E = loss if mini else (lambda t: loss(t, data))
-    f = make_field(optimizer, kind, E, h, beta=beta, rho=rho, eps=eps,
-                   batches=batches if mini else None, num_steps=N_max)
+    else:
+        E = loss if mini else (lambda t: loss(t, data))
+        f = make_field(optimizer, kind, E, h, beta=beta, rho=rho, eps=eps,
+                       batches=batches if mini else None, num_steps=N_max)
+    if method == "fixed":
+        return solve_fixed(f, theta0, h, N_max, substeps=substeps, solver=TABLEAUS[tableau](),
+                           active_steps=N, return_error=True)
     return solve_with_error(f, theta0, h, N_max, rtol=rtol, atol=atol, active_steps=N,
-                            method=method)
+                            method="adaptive")
 
 
 @partial(jax.jit, static_argnames=("optimizer", "N_max", "mini", "loss"))
@@ -127,6 +134,44 @@ def _discrete(theta0, batches, data, h, beta, rho, eps, N, *, optimizer, N_max, 
     opt = discrete_optimizer(optimizer, h, beta, rho, eps)
     return trajectory(opt, loss, theta0, batches if mini else None, N_max, data=data,
                       active_steps=N)
+
+
+# What each ``solver`` tries, in order, until its error is measured >= 100x below the error:
+# one step per interval of the 7-stage Dopri5, then of the 14-stage Dopri8, then (auto only)
+# the adaptive Dopri8 (MATH.md section 6: the least work whose error is far below the error).
+ATTEMPTS = {"adaptive": (("adaptive", None),),
+            "fixed": (("fixed", "dopri5"), ("fixed", "dopri8")),
+            "auto": (("fixed", "dopri5"), ("fixed", "dopri8"), ("adaptive", None))}
+_ONE, _TWO = np.int64(1), np.int64(2)
+
+
+def solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: bool | None) -> dict:
+    """Solve one field as ``solver`` says (:data:`ATTEMPTS`), measuring the solver error.
+
+    ``call(method=, tableau=, substeps=)`` runs the compiled program. A fixed-step path's
+    error is first bounded by its embedded estimates (free); where that bound is not 100x
+    below the error, or ``trust`` is False (the bound failed its check), it is measured by
+    halving: the same program with two steps per interval (whose error is 2^5 or 2^8 times
+    smaller). ``trust=None`` checks the bound: it measures by halving too and reports in
+    ``"embedded_ok"`` whether the bound covered the measurement (done at the coarsest h
+    of a sweep, where the solver error is largest relative to the error)."""
+    out: dict = {}
+    for method, tableau in ATTEMPTS[solver]:
+        ys, serr = call(method=method, tableau=tableau or "dopri8", substeps=_ONE)
+        ys, serr = np.asarray(ys)[: N + 1], float(serr)
+        e = measure.global_error(ys, disc)
+        estimate = "refined" if method == "adaptive" else "embedded"
+        if method == "fixed" and (trust is not True or not 100 * serr <= e):
+            fine = np.asarray(call(method=method, tableau=tableau, substeps=_TWO)[0])[: N + 1]
+            halving = float(np.max(np.linalg.norm(ys - fine, axis=-1)))
+            if trust is None and np.isfinite(halving):
+                out["embedded_ok"] = out.get("embedded_ok", True) and halving <= serr
+            serr, estimate = halving, "halving"
+        if 100 * serr <= e:
+            break
+    out.update(ys=ys, error=e, solver_error=serr, solver=method, tableau=tableau,
+               estimate=estimate)
+    return out
 
 
 _BOUND: dict = {}
@@ -150,13 +195,18 @@ def compiled_loss(problem: Problem, mini: bool):
 def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence[str], *,
           beta: float, rho: float, eps: float, batch_size: int | None = None, seed: int = 0,
           rtol: float = 1e-12, atol: float = 1e-14, N_max: int | None = None,
-          engine: str | None = None, solver: str = "auto") -> dict:
+          engine: str | None = None, solver: str = "auto",
+          trust: dict[str, bool] | None = None) -> dict:
     """Errors of every field against the discrete run for one h. ``N_max`` (>= T/h) pads
     the run to a common length so a whole sweep compiles one program per field.
     ``engine`` ('closed' | 'generic', default: closed where it exists) derives the fields.
-    ``solver``: 'adaptive' (Dopri8, PID control), 'fixed' (one Dopri8 step per interval,
-    error measured against two), or 'auto': fixed, redone adaptive for any field whose
-    measured solver error is not at least 100x below its error (``out["solver"]``)."""
+    ``solver``: 'adaptive' (Dopri8, PID control), 'fixed' (one Dopri5, else one Dopri8 step
+    per interval, whichever first has its error measured >= 100x below the error), or
+    'auto': fixed, redone adaptive for any field whose solver error is still not 100x below
+    its error
+    (``out["solver"]``, ``out["tableau"]``; :func:`solve_measured`). ``trust``: per field,
+    whether the embedded error bound passed its check (:func:`solve_measured`); None checks
+    it here (``out["embedded_ok"]``)."""
     engine = resolve_engine(optimizer, engine)
     N = num_steps(T, h)
     N_max = N if N_max is None else N_max
@@ -179,22 +229,18 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
     if solver not in ("auto", "adaptive", "fixed"):
         raise ValueError(f"unknown solver {solver!r}; use auto, adaptive or fixed")
     for kind in fields:
-        method = "adaptive" if solver == "adaptive" else "fixed"
-        while True:
-            ys, serr = _ode(*args, optimizer=optimizer, kind=kind, N_max=N_max, mini=mini,
-                            rtol=rtol, atol=atol, loss=compiled_loss(problem, mini),
-                            engine=engine,
-                            method=method)
-            ys = np.asarray(ys)[: N + 1]
-            e = measure.global_error(ys, disc)
-            if solver != "auto" or method == "adaptive" or 100 * float(serr) <= e:
-                break
-            method = "adaptive"  # the fixed step is not measured safe here
-        out["solver"][kind] = method
+        call = partial(_ode, *args, optimizer=optimizer, kind=kind, N_max=N_max, mini=mini,
+                       rtol=rtol, atol=atol, loss=compiled_loss(problem, mini), engine=engine)
+        r = solve_measured(call, disc, N, solver, None if trust is None else trust.get(kind))
+        e, serr = r["error"], r["solver_error"]
         out["errors"][kind] = e
-        out["solver_error"][kind] = float(serr)
-        out["floor"][kind] = measure.at_floor(e, float(serr), roundoff)
-        out.setdefault("ode_diverged_at", {})[kind] = first_nonfinite(ys)
+        out["solver_error"][kind] = serr
+        out["floor"][kind] = measure.at_floor(e, serr, roundoff)
+        out.setdefault("ode_diverged_at", {})[kind] = first_nonfinite(r["ys"])
+        for key in ("solver", "tableau", "estimate"):
+            out.setdefault(key, {})[kind] = r[key]
+        if "embedded_ok" in r:
+            out.setdefault("embedded_ok", {})[kind] = r["embedded_ok"]
     return out
 
 
@@ -214,11 +260,12 @@ def sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
     hs = sorted(hs, reverse=True)
     t0 = time.perf_counter()
     N_max = max(num_steps(T, h) for h in hs)
-    runs = []
-    for h in hs:
+    runs, trust = [], None
+    for h in hs:  # coarsest first: its run checks the embedded error bound for the others
         runs.append(run_h(problem, optimizer, h, T, fields, beta=beta, rho=rho, eps=eps,
                           batch_size=batch_size, seed=seed, rtol=rtol, atol=atol, N_max=N_max,
-                          engine=engine, solver=solver))
+                          engine=engine, solver=solver, trust=trust))
+        trust = {**(trust or {}), **runs[-1].get("embedded_ok", {})}
         if progress is not None:
             progress(runs[-1])
     res = summarise(hs, runs, fields)
@@ -230,6 +277,7 @@ def summarise(hs: Sequence[float], runs: Sequence[dict], fields: Sequence[str]) 
     """The sweep's result (errors, slopes, floors per field) from one :func:`run_h` per h."""
     res = {"h": list(hs), "N": [r["N"] for r in runs], "errors": {}, "slopes": {},
            "local_slopes": {}, "floor": {}, "solver_error": {}, "solver": {},
+           "tableau": {}, "estimate": {},
            "diverged_at": {str(r["h"]): r["diverged_at"] for r in runs
                            if r["diverged_at"] is not None}}
     for k in fields:
@@ -241,6 +289,8 @@ def summarise(hs: Sequence[float], runs: Sequence[dict], fields: Sequence[str]) 
         res["slopes"][k] = measure.fit_slope(hs, err, use=[not f for f in flo])
         res["local_slopes"][k] = measure.local_slopes(hs, err)
         res["solver"][k] = [r["solver"].get(k) for r in runs]
+        res["tableau"][k] = [r.get("tableau", {}).get(k) for r in runs]
+        res["estimate"][k] = [r.get("estimate", {}).get(k) for r in runs]
     return res
 
 

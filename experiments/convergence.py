@@ -46,8 +46,9 @@ def parser() -> Parser:
                    help="sweep every combination of beta/rho/eps values in one vmapped, "
                         "device-sharded program, e.g. --grid beta=0.5,0.9 rho=0.7,0.99")
     p.add_argument("--solver", choices=["auto", "adaptive", "fixed"], default="auto",
-                   help="ODE solve per interval: one fixed Dopri8 step with its error "
-                        "measured, redone adaptively where not 100x below the error (auto)")
+                   help="ODE solve per interval: one fixed Dopri5 (else Dopri8) step whose "
+                        "error is measured >= 100x below the error, else adaptive Dopri8 "
+                        "(auto); the JSON records solver, tableau and estimate per h")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache (.jax_cache/)")
     return p

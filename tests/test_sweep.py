@@ -37,8 +37,11 @@ def test_sweep_compiles_one_program_per_field():
     res = sw.sweep(prob, "adam", hs, 0.75, ("order0", "order1"), beta=0.5, rho=0.7,
                    eps=1e-3, solver="fixed")
     assert sw._discrete._cache_size() - d0 == 1
-    assert sw._ode._cache_size() - o0 == 2
+    assert sw._ode._cache_size() - o0 == 2  # the halving reference is the same program
     assert res["solver"]["order1"] == ["fixed"] * 4
+    # the coarsest h checks the embedded bound by halving; the others then use the bound
+    assert res["estimate"]["order1"] == ["halving"] + ["embedded"] * 3
+    assert res["tableau"]["order1"] == ["dopri5"] * 4
 
 
 def test_fixed_step_solve_is_measured_safe():
@@ -87,7 +90,7 @@ def test_minibatch_adam_window_changes_no_reported_digit(monkeypatch):
     fw = jax.jit(adam.field(prob.loss, batches, 0.01, **kw))
     ff = jax.jit(adam.field(prob.loss, batches, 0.01, **kw, window=False))
     theta = prob.theta0
-    for n in (0, 5, L - 1, L + 7, K - 1):
+    for n in (0, 5, L - 1, L + 4, L + 7, K - 1):  # L + 4: a window not on a chunk boundary
         np.testing.assert_allclose(fw(n, theta), ff(n, theta), rtol=1e-14, atol=0)
     used = []
 

@@ -1,0 +1,99 @@
+"""bea.solve: the fixed-step solve, its two error estimates, and the sweep's check of the
+cheap one against the measured one (bea.sweep.solve_measured)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.linalg import expm
+
+from bea import solve as sv
+from bea.sweep import solve_measured
+
+A0 = jnp.array([[-1.0, 3.0], [-3.0, -1.0]])  # a damped rotation: contracting
+B = jnp.array([[0.0, 1.0], [0.0, 0.0]])
+
+
+def linear_field(lam=0.0):
+    """f(n, theta) = (A0 + 0.1 n B + lam I) theta: piecewise linear, exactly solvable."""
+    return lambda n, th: (A0 + 0.1 * n * B + lam * jnp.eye(2)) @ th
+
+
+def exact(h, N, lam=0.0):
+    th, out = jnp.array([1.0, 0.5]), [jnp.array([1.0, 0.5])]
+    for n in range(N):
+        th = expm(h * (A0 + 0.1 * n * B + lam * jnp.eye(2))) @ th
+        out.append(th)
+    return np.asarray(jnp.stack(out))
+
+
+@pytest.mark.parametrize("tableau", sorted(sv.TABLEAUS))
+@pytest.mark.parametrize("h", [0.2, 0.05])
+def test_fixed_step_error_estimates_on_an_exact_solution(tableau, h):
+    """On a contracting flow the embedded bound covers the true error, and halving measures
+    it (to the reference's own error, 2^-p of it)."""
+    N = round(1.0 / h)
+    solver = sv.TABLEAUS[tableau]()
+    ys, bound = jax.jit(lambda: sv.solve_fixed(linear_field(), jnp.array([1.0, 0.5]), h, N,
+                                               solver=solver, return_error=True))()
+    fine = sv.solve_fixed(linear_field(), jnp.array([1.0, 0.5]), h, N, substeps=2,
+                          solver=solver)
+    true = float(np.max(np.linalg.norm(np.asarray(ys) - exact(h, N), axis=-1)))
+    halving = float(jnp.max(jnp.linalg.norm(ys - fine, axis=-1)))
+    assert true <= float(bound)
+    if true > 1e-13:  # above round-off, halving is a measurement
+        assert 0.8 * true <= halving <= 1.2 * true
+
+
+def test_traced_substeps_is_one_program():
+    """substeps traced: the solve and its halving reference come from one compilation and
+    equal the solves with substeps fixed at trace time."""
+    f = jax.jit(lambda m: sv.solve_fixed(linear_field(), jnp.array([1.0, 0.5]), 0.1, 10,
+                                         substeps=m, active_steps=jnp.asarray(7)))
+    one, two = f(jnp.asarray(1)), f(jnp.asarray(2))
+    assert f._cache_size() == 1
+    for m, got in ((1, one), (2, two)):
+        want = sv.solve_fixed(linear_field(), jnp.array([1.0, 0.5]), 0.1, 10, substeps=m,
+                              active_steps=jnp.asarray(7))
+        np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-15)
+    np.testing.assert_array_equal(one[8:], jnp.broadcast_to(one[7], one[8:].shape))
+
+
+def _measured(lam, h=0.05, N=80, trust=None):
+    disc = 1.1 * exact(h, N, lam) + 1.0  # a stand-in discrete path, its error far above
+
+    def call(method, tableau, substeps):
+        if method == "adaptive":
+            return sv.solve_with_error(linear_field(lam), jnp.array([1.0, 0.5]), h, N)
+        return sv.solve_fixed(linear_field(lam), jnp.array([1.0, 0.5]), h, N,
+                              substeps=substeps, solver=sv.TABLEAUS[tableau](),
+                              return_error=True)
+
+    return solve_measured(call, disc, N, "auto", trust)
+
+
+def test_sweep_checks_the_embedded_bound_and_catches_expansion():
+    """The embedded bound does not propagate errors: on a flow that expands them (lambda =
+    6 over T = 4, a factor e^24) Dopri5's under-estimates the error (7e3 against 1.5e4
+    measured), the check by halving says so, and the halving measurement is what gets
+    reported. On the contracting flow the bound passes its check and is then trusted."""
+    ok = _measured(0.0)
+    assert ok["embedded_ok"] is True and ok["estimate"] == "halving"
+    bad = _measured(6.0)
+    assert bad["embedded_ok"] is False
+    assert bad["tableau"] == "dopri5" and bad["estimate"] == "halving"
+    ys_bound = sv.solve_fixed(linear_field(6.0), jnp.array([1.0, 0.5]), 0.05, 80,
+                              solver=sv.TABLEAUS[bad["tableau"]](), return_error=True)[1]
+    assert bad["solver_error"] > float(ys_bound)  # what the bound alone would have hidden
+    trusted = _measured(0.0, trust=True)
+    assert trusted["estimate"] == "embedded" and "embedded_ok" not in trusted
+
+
+def test_bad_options_name_the_value():
+    f, th = linear_field(), jnp.array([1.0, 0.5])
+    with pytest.raises(ValueError, match="unknown tableau 'rk4'"):
+        sv.solve_with_error(f, th, 0.1, 3, method="fixed", tableau="rk4")
+    with pytest.raises(ValueError, match="unknown estimate 'guess'"):
+        sv.solve_with_error(f, th, 0.1, 3, method="fixed", estimate="guess")
+    with pytest.raises(ValueError, match="unknown method 'euler'"):
+        sv.solve_with_error(f, th, 0.1, 3, method="euler")

@@ -10,6 +10,7 @@ uses batch k, so an h-sweep uses prefixes of one sequence.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -161,6 +162,11 @@ def batch_indices(
     batch k does not depend on ``num_steps`` (prefixes of one infinite sequence)."""
     if not 1 <= batch_size <= num_examples:
         raise ValueError(f"batch size {batch_size} must lie in [1, {num_examples}]")
+    return _batch_indices(jnp.asarray(seed), num_examples, batch_size, num_steps)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))  # one compilation, not one per primitive
+def _batch_indices(seed, num_examples, batch_size, num_steps):
     key = jax.random.PRNGKey(seed)
 
     def one(k):
@@ -172,5 +178,13 @@ def batch_indices(
 
 def batch_sequence(problem: Problem, batch_size: int, num_steps: int, seed: int) -> PyTree:
     """Batches 0..num_steps-1 of the problem's seeded sequence, stacked on a leading axis."""
-    idx = batch_indices(problem.num_examples, batch_size, num_steps, seed)
-    return jax.tree_util.tree_map(lambda x: x[idx], problem.data)
+    if not 1 <= batch_size <= problem.num_examples:
+        raise ValueError(f"batch size {batch_size} must lie in [1, {problem.num_examples}]")
+    return _batch_sequence(problem.data, jnp.asarray(seed), problem.num_examples, batch_size,
+                           num_steps)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _batch_sequence(data, seed, num_examples, batch_size, num_steps):
+    idx = _batch_indices(seed, num_examples, batch_size, num_steps)
+    return jax.tree_util.tree_map(lambda x: x[idx], data)

@@ -41,6 +41,7 @@ from bea.sweep import (
     _discrete,
     _ode,
     compiled_loss,
+    merge_trust,
     num_steps,
     resolve_engine,
     summarise,
@@ -162,30 +163,29 @@ def run_grid_h(problem: Problem, optimizer: str, h: float, T: float, fields: Seq
         call = partial(_grid_ode, *args, kind=kind, **static)
         best: list[dict | None] = [None] * C
         todo = [i for i in range(C) if outs[i]["diverged_at"] is None]
-        ok: dict[int, bool] = {}  # the embedded bound's check, per combination
+        ok: dict[int, dict] = {i: {} for i in todo}  # embedded bounds checked, per tableau
         for method, tableau in ATTEMPTS[solver]:
             if not todo:
                 break
             ys, serr = call(method=method, tableau=tableau or "dopri8", substeps=_ONE)
             ys, serr = _fetch(ys)[:C, : N + 1], _fetch(serr)[:C]
             errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
-            tr = [None if trust is None else trust[i].get(kind) for i in range(C)]
+            tr = [None if trust is None else trust[i].get(kind, {}).get(tableau)
+                  for i in range(C)]
             est = ["refined" if method == "adaptive" else "embedded"] * C
-            checked = {}
             if method == "fixed" and any(tr[i] is not True or not 100 * serr[i] <= errs[i]
                                          for i in todo):
                 fine = _fetch(call(method=method, tableau=tableau, substeps=_TWO)[0])
                 for i in todo:
                     if tr[i] is not True or not 100 * serr[i] <= errs[i]:
-                        halving = float(np.max(np.linalg.norm(ys[i] - fine[i, : N + 1], axis=-1)))
+                        d = np.linalg.norm(ys[i] - fine[i, : N + 1], axis=-1)
+                        halving = float(np.max(d))
                         if tr[i] is None and np.isfinite(halving):
-                            checked[i] = bool(halving <= serr[i])
+                            ok[i][tableau] = bool(halving <= serr[i])
                         serr[i], est[i] = halving, "halving"
             for i in todo:
                 best[i] = dict(ys=ys[i], error=errs[i], solver_error=float(serr[i]),
                                solver=method, tableau=tableau, estimate=est[i])
-                if i in checked:
-                    ok[i] = ok.get(i, True) and checked[i]
             todo = [i for i in todo if not 100 * best[i]["solver_error"] <= best[i]["error"]]
         for i, o in enumerate(outs):
             if o["diverged_at"] is not None:
@@ -198,8 +198,7 @@ def run_grid_h(problem: Problem, optimizer: str, h: float, T: float, fields: Seq
             o["floor"][kind] = measure.at_floor(r["error"], r["solver_error"], roundoff[i])
             for key in ("solver", "tableau", "estimate"):
                 o.setdefault(key, {})[kind] = r[key]
-            if i in ok:
-                o.setdefault("embedded_ok", {})[kind] = ok[i]
+            o.setdefault("embedded_ok", {})[kind] = ok[i]
             o.setdefault("ode_diverged_at", {})[kind] = first_nonfinite(r["ys"])
     return outs
 
@@ -228,7 +227,7 @@ def grid_sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
                                 batch_size=batch_size, seed=seed, rtol=rtol, atol=atol,
                                 N_max=N_max, engine=engine, solver=solver,
                                 shard_history=shard_history, trust=trust))
-        trust = [{**(trust[i] if trust else {}), **o.get("embedded_ok", {})}
+        trust = [merge_trust(trust[i] if trust else None, o.get("embedded_ok", {}))
                  for i, o in enumerate(per_h[-1])]
         if progress is not None:
             progress(h, per_h[-1])

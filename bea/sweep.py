@@ -22,7 +22,7 @@ from bea.solve import TABLEAUS, solve_fixed, solve_with_error
 
 __all__ = ["num_steps", "discrete_optimizer", "run_h", "sweep", "validate", "OPTIMIZERS",
            "ALL_OPTIMIZERS", "summarise", "ENGINES", "GENERIC_FIELDS", "resolve_engine",
-           "ATTEMPTS", "solve_measured"]
+           "ATTEMPTS", "solve_measured", "merge_trust"]
 
 OPTIMIZERS = ("adam", "rmsprop", "gd", "heavy_ball")  # those with closed-form fields
 ALL_OPTIMIZERS = registry.NAMES  # every name the generic engine takes (MATH.md section 5)
@@ -145,27 +145,30 @@ ATTEMPTS = {"adaptive": (("adaptive", None),),
 _ONE, _TWO = np.int64(1), np.int64(2)
 
 
-def solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: bool | None) -> dict:
+def solve_measured(call, disc: np.ndarray, N: int, solver: str,
+                   trust: dict[str, dict[str, bool]] | None = None) -> dict:
     """Solve one field as ``solver`` says (:data:`ATTEMPTS`), measuring the solver error.
 
     ``call(method=, tableau=, substeps=)`` runs the compiled program. A fixed-step path's
-    error is first bounded by its embedded estimates (free); where that bound is not 100x
-    below the error, or ``trust`` is False (the bound failed its check), it is measured by
-    halving: the same program with two steps per interval (whose error is 2^5 or 2^8 times
-    smaller). ``trust=None`` checks the bound: it measures by halving too and reports in
-    ``"embedded_ok"`` whether the bound covered the measurement (done at the coarsest h
-    of a sweep, where the solver error is largest relative to the error)."""
-    out: dict = {}
+    error is first bounded by its embedded estimates (free). That bound is used only for a
+    tableau whose ``trust`` entry is True: otherwise (not yet checked, or failed) and
+    wherever the bound is not 100x below the error, the error is measured by halving (the
+    same program with two steps per interval, 2^5 or 2^8 times more accurate). A tableau
+    not yet checked gets checked here: ``out["embedded_ok"][tableau]`` says whether its
+    bound covered the halving measurement (a sweep checks at its coarsest h, where the
+    solver error is largest relative to the error, and trusts the result at the others)."""
+    trust = trust or {}
+    out: dict = {"embedded_ok": {}}
     for method, tableau in ATTEMPTS[solver]:
         ys, serr = call(method=method, tableau=tableau or "dopri8", substeps=_ONE)
         ys, serr = np.asarray(ys)[: N + 1], float(serr)
         e = measure.global_error(ys, disc)
         estimate = "refined" if method == "adaptive" else "embedded"
-        if method == "fixed" and (trust is not True or not 100 * serr <= e):
+        if method == "fixed" and (trust.get(tableau) is not True or not 100 * serr <= e):
             fine = np.asarray(call(method=method, tableau=tableau, substeps=_TWO)[0])[: N + 1]
             halving = float(np.max(np.linalg.norm(ys - fine, axis=-1)))
-            if trust is None and np.isfinite(halving):
-                out["embedded_ok"] = out.get("embedded_ok", True) and halving <= serr
+            if tableau not in trust and np.isfinite(halving):
+                out["embedded_ok"][tableau] = halving <= serr
             serr, estimate = halving, "halving"
         if 100 * serr <= e:
             break
@@ -196,7 +199,7 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
           beta: float, rho: float, eps: float, batch_size: int | None = None, seed: int = 0,
           rtol: float = 1e-12, atol: float = 1e-14, N_max: int | None = None,
           engine: str | None = None, solver: str = "auto",
-          trust: dict[str, bool] | None = None) -> dict:
+          trust: dict[str, dict[str, bool]] | None = None) -> dict:
     """Errors of every field against the discrete run for one h. ``N_max`` (>= T/h) pads
     the run to a common length so a whole sweep compiles one program per field.
     ``engine`` ('closed' | 'generic', default: closed where it exists) derives the fields.
@@ -204,9 +207,9 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
     per interval, whichever first has its error measured >= 100x below the error), or
     'auto': fixed, redone adaptive for any field whose solver error is still not 100x below
     its error
-    (``out["solver"]``, ``out["tableau"]``; :func:`solve_measured`). ``trust``: per field,
-    whether the embedded error bound passed its check (:func:`solve_measured`); None checks
-    it here (``out["embedded_ok"]``)."""
+    (``out["solver"]``, ``out["tableau"]``; :func:`solve_measured`). ``trust``: per field
+    and tableau, whether the embedded error bound passed its check at an earlier h
+    (:func:`solve_measured`); unchecked ones are checked here (``out["embedded_ok"]``)."""
     engine = resolve_engine(optimizer, engine)
     N = num_steps(T, h)
     N_max = N if N_max is None else N_max
@@ -231,7 +234,7 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
     for kind in fields:
         call = partial(_ode, *args, optimizer=optimizer, kind=kind, N_max=N_max, mini=mini,
                        rtol=rtol, atol=atol, loss=compiled_loss(problem, mini), engine=engine)
-        r = solve_measured(call, disc, N, solver, None if trust is None else trust.get(kind))
+        r = solve_measured(call, disc, N, solver, (trust or {}).get(kind))
         e, serr = r["error"], r["solver_error"]
         out["errors"][kind] = e
         out["solver_error"][kind] = serr
@@ -239,8 +242,7 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
         out.setdefault("ode_diverged_at", {})[kind] = first_nonfinite(r["ys"])
         for key in ("solver", "tableau", "estimate"):
             out.setdefault(key, {})[kind] = r[key]
-        if "embedded_ok" in r:
-            out.setdefault("embedded_ok", {})[kind] = r["embedded_ok"]
+        out.setdefault("embedded_ok", {})[kind] = r["embedded_ok"]
     return out
 
 
@@ -265,12 +267,20 @@ def sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
         runs.append(run_h(problem, optimizer, h, T, fields, beta=beta, rho=rho, eps=eps,
                           batch_size=batch_size, seed=seed, rtol=rtol, atol=atol, N_max=N_max,
                           engine=engine, solver=solver, trust=trust))
-        trust = {**(trust or {}), **runs[-1].get("embedded_ok", {})}
+        trust = merge_trust(trust, runs[-1].get("embedded_ok", {}))
         if progress is not None:
             progress(runs[-1])
     res = summarise(hs, runs, fields)
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def merge_trust(trust: dict | None, checked: dict) -> dict:
+    """``trust`` (field -> tableau -> bool) with the checks of a new run added."""
+    out = {k: dict(v) for k, v in (trust or {}).items()}
+    for kind, by_tableau in checked.items():
+        out.setdefault(kind, {}).update(by_tableau)
+    return out
 
 
 def summarise(hs: Sequence[float], runs: Sequence[dict], fields: Sequence[str]) -> dict:

@@ -78,15 +78,17 @@ def test_sweep_checks_the_embedded_bound_and_catches_expansion():
     measured), the check by halving says so, and the halving measurement is what gets
     reported. On the contracting flow the bound passes its check and is then trusted."""
     ok = _measured(0.0)
-    assert ok["embedded_ok"] is True and ok["estimate"] == "halving"
+    assert ok["embedded_ok"] == {"dopri5": True} and ok["estimate"] == "halving"
     bad = _measured(6.0)
-    assert bad["embedded_ok"] is False
+    assert bad["embedded_ok"] == {"dopri5": False}
     assert bad["tableau"] == "dopri5" and bad["estimate"] == "halving"
     ys_bound = sv.solve_fixed(linear_field(6.0), jnp.array([1.0, 0.5]), 0.05, 80,
                               solver=sv.TABLEAUS[bad["tableau"]](), return_error=True)[1]
     assert bad["solver_error"] > float(ys_bound)  # what the bound alone would have hidden
-    trusted = _measured(0.0, trust=True)
-    assert trusted["estimate"] == "embedded" and "embedded_ok" not in trusted
+    trusted = _measured(0.0, trust={"dopri5": True})
+    assert trusted["estimate"] == "embedded" and trusted["embedded_ok"] == {}
+    distrusted = _measured(0.0, trust={"dopri5": False})  # failed before: measure by halving
+    assert distrusted["estimate"] == "halving" and distrusted["embedded_ok"] == {}
 
 
 def test_bad_options_name_the_value():

@@ -76,15 +76,28 @@ def test_blocks_by_brute_force(net):
 
 
 @pytest.mark.parametrize("order", [0, 1])
-@pytest.mark.parametrize("n", [0, K - 1])
-def test_adam_beta0_without_rho_correction_is_rmsprop(net, n, order):
+@pytest.mark.parametrize("n,chunk", [(0, 8), (K - 1, 8), (K - 1, 4), (3, 1)])
+def test_rmsprop_field_is_theorem_3_3(net, n, order, chunk):
+    """The fused RMSProp field (Theorem 3.6's at beta = 0, no bias corrections) equals
+    Theorem 3.3 written out with rmsprop.R, P, P_bar (their own code), and the rho bias
+    correction is live: with it the fields differ."""
     p, theta, b = net
     h, rho, eps = 0.05, 0.7, 1e-3
-    a = jax.jit(adam.field(p.loss, b, h, 0.0, rho, eps, order=order, bias_correction=False))(
-        n, theta)
-    r = jax.jit(rmsprop.field(p.loss, b, h, rho, eps, order=order))(n, theta)
-    assert rel(a, r) <= 1e-13
-    # and the rho bias correction is live: with it the fields differ
+
+    @jax.jit
+    def theorem(theta):
+        args = (p.loss, theta, b, n)
+        R = rmsprop.R(*args, rho, eps)
+        g = jax.grad(p.loss)(theta, jax.tree_util.tree_map(lambda x: x[n], b))
+        if order == 0:
+            return -g / R
+        P, Pb = rmsprop.P(*args, rho, eps), rmsprop.P_bar(*args, rho, eps)
+        bn = jax.tree_util.tree_map(lambda x: x[n], b)
+        Hu = jax.jvp(lambda t: jax.grad(p.loss)(t, bn), (theta,), (g / R,))[1]
+        return -g / R + h * (g * (2 * P + Pb) / (2 * R**3) - Hu / (2 * R))
+
+    r = jax.jit(rmsprop.field(p.loss, b, h, rho, eps, order=order, chunk=chunk))(n, theta)
+    assert rel(r, theorem(theta)) <= 1e-12
     c = jax.jit(adam.field(p.loss, b, h, 0.0, rho, eps, order=order))(n, theta)
     if n > 0 or order == 1:
         assert rel(c, r) > 1e-6

@@ -92,6 +92,12 @@ def test_minibatch_adam_window_changes_no_reported_digit(monkeypatch):
     theta = prob.theta0
     for n in (0, 5, L - 1, L + 4, L + 7, K - 1):  # L + 4: a window not on a chunk boundary
         np.testing.assert_allclose(fw(n, theta), ff(n, theta), rtol=1e-14, atol=0)
+    from bea.fields import rmsprop  # Theorem 3.3 shares the field, and so the window
+
+    rw = jax.jit(rmsprop.field(prob.loss, batches, 0.01, kw["rho"], kw["eps"]))
+    rf = jax.jit(rmsprop.field(prob.loss, batches, 0.01, kw["rho"], kw["eps"], window=False))
+    for n in (5, L + 4, K - 1):
+        np.testing.assert_allclose(rw(n, theta), rf(n, theta), rtol=1e-14, atol=0)
     used = []
 
     def spy(*a, **k):

@@ -10,8 +10,9 @@ On [nh, (n+1)h], with u^(l) = g_l / R^(l) and every quantity at the current thet
 
 As in Theorem 3.6, the typeset (4) shows R_j^3 under the Hessian term; 2 R_j is right
 (MATH.md section 3); ``variant="typo"`` keeps the typeset form as an ablation.
-Written separately from :mod:`bea.fields.adam` so that the test "Adam with beta = 0 and no
-rho bias correction equals RMSProp" compares two derivations.
+The building blocks ``R``, ``P``, ``P_bar`` are written out from Theorem 3.3 on their own;
+the fused :func:`field` is Theorem 3.6's at beta = 0 without bias corrections, and the
+tests check one against the other.
 """
 
 from __future__ import annotations
@@ -56,23 +57,16 @@ def P_bar(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
     return _rho_weights(rho, n, G.shape[0]) @ (G * HU)
 
 
-def field(loss: Callable, batches, h, rho, eps, *, order: int = 1, variant: str = "paper"):
-    """The modified vector field (4) of Theorem 3.3, ``f(n, theta)``, for mini-batch RMSProp."""
-    if variant not in ("paper", "typo"):
-        raise ValueError(f"unknown variant {variant!r}; use 'paper' or 'typo'")
+def field(loss: Callable, batches, h, rho, eps, *, order: int = 1, variant: str = "paper",
+          window: bool = True, chunk: int = 8):
+    """The modified vector field (4) of Theorem 3.3, ``f(n, theta)``, for mini-batch RMSProp.
 
-    def f(n, theta):
-        G = grad_history(loss, theta, batches)
-        Rs = _R_all(G, rho, eps)
-        u = G / Rs
-        gn, Rn, un = G[n], Rs[n], u[n]
-        if order == 0:
-            return -gn / Rn
-        S = suffix_sum(u, n)
-        HV = hvp_history(loss, theta, batches, 2 * S + un)  # H_k (2 S_k + u^(n))
-        two_P_plus_P_bar = _rho_weights(rho, n, G.shape[0]) @ (G * HV)
-        Hn_un = HV[n]  # S_n = 0, so H_n (2 S_n + u^(n)) = H_n u^(n): the Lbar term
-        L_den = 2 * Rn**3 if variant == "typo" else 2 * Rn
-        return -gn / Rn + h * (gn * two_P_plus_P_bar / (2 * Rn**3) - Hn_un / L_den)
+    Theorem 3.3 is Theorem 3.6 at beta = 0 without the bias corrections (M^(l) = g_l, the
+    L term reduces to H_n u^(n)), so the fused field is :func:`bea.fields.adam.field` there:
+    the same chunked O(n) walk of the history and the same round-off window.
+    ``tests/test_fields_adam.py`` checks it against the theorem written out with this
+    module's own ``R``, ``P``, ``P_bar``, and against Remark 3.4."""
+    from bea.fields import adam
 
-    return f
+    return adam.field(loss, batches, h, 0.0, rho, eps, order=order, variant=variant,
+                      bias_correction=False, window=window, chunk=chunk)

@@ -15,15 +15,18 @@ def grad_history(loss, theta: Float[Array, " p"], batches: PyTree) -> Float[Arra
 
 
 def hvp_history(
-    loss, theta: Float[Array, " p"], batches: PyTree, tangents: Float[Array, "K p"]
-) -> Float[Array, "K p"]:
-    """H_k(theta) v_k for every k: one forward-over-reverse product per batch, vmapped."""
+    loss, theta: Float[Array, " p"], batches: PyTree, tangents: Float[Array, "K p"],
+    with_grads: bool = False,
+):
+    """H_k(theta) v_k for every k: one forward-over-reverse product per batch, vmapped
+    (``with_grads``: also g_k(theta), the product's primal, at no extra cost)."""
     grad = jax.grad(loss)
 
     def one(batch, v):
-        return jax.jvp(lambda t: grad(t, batch), (theta,), (v,))[1]
+        return jax.jvp(lambda t: grad(t, batch), (theta,), (v,))
 
-    return jax.vmap(one)(batches, tangents)
+    G, HV = jax.vmap(one)(batches, tangents)
+    return (G, HV) if with_grads else HV
 
 
 def one_minus_pow(a, m):

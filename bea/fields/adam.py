@@ -176,7 +176,7 @@ def field(
         zero = jnp.zeros_like(theta)
 
         def forward(c, carry):  # g_k, then M^(l), R^(l), u^(l) for the rows of chunk c
-            m, nu, Mn, Rn, Gb, Ub = carry
+            m, nu, Mn, Rn, Ub = carry
             rows = c * C + i
             batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
             G = jnp.where((rows >= start)[:, None], grad_history(loss, theta, batch), 0.0)
@@ -191,14 +191,12 @@ def field(
             j = n - c * C
             Mn = jnp.where(here, Mc[jnp.clip(j, 0, C - 1)], Mn)
             Rn = jnp.where(here, Rc[jnp.clip(j, 0, C - 1)], Rn)
-            if order:  # kept for the backward pass
-                Gb = jax.lax.dynamic_update_index_in_dim(Gb, G, c, 0)
+            if order:  # kept for the backward pass (g_k comes again, free, with H_k v_k)
                 Ub = jax.lax.dynamic_update_index_in_dim(Ub, Mc / Rc, c, 0)
-            return mc[-1], nuc[-1], Mn, Rn, Gb, Ub
+            return mc[-1], nuc[-1], Mn, Rn, Ub
 
         buf = jnp.zeros((nc if order else 0, C) + theta.shape, theta.dtype)
-        _, _, Mn, Rn, Gb, Ub = jax.lax.fori_loop(c0, c1, forward,
-                                                 (zero, zero, zero, zero, buf, buf))
+        _, _, Mn, Rn, Ub = jax.lax.fori_loop(c0, c1, forward, (zero, zero, zero, zero, buf))
         if order == 0:
             return -Mn / Rn
         un = Mn / Rn
@@ -210,12 +208,12 @@ def field(
             U = jnp.where((rows < n)[:, None], Ub[c], 0.0)
             S = upper @ U + after  # S_k = sum_{l=k}^{n-1} u^(l)
             batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
-            HV = hvp_history(loss, theta, batch, 2 * S + un)
+            G, HV = hvp_history(loss, theta, batch, 2 * S + un, with_grads=True)
             live = (rows >= start) & (rows <= n)
             e = jnp.maximum(n - rows, 0)
             wb = jnp.where(live, jnp.asarray(beta, dtype=float) ** e * (1 - beta), 0.0)
             wr = jnp.where(live, jnp.asarray(rho, dtype=float) ** e * (1 - rho), 0.0)
-            return after + U.sum(0), two_L + wb @ HV, two_P + wr @ (Gb[c] * HV)
+            return after + U.sum(0), two_L + wb @ HV, two_P + wr @ (G * HV)
 
         _, two_L_plus_L_bar, two_P_plus_P_bar = jax.lax.fori_loop(
             0, c1 - c0, backward, (zero, zero, zero))

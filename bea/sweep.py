@@ -206,10 +206,10 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
     ``solver``: 'adaptive' (Dopri8, PID control), 'fixed' (one Dopri5, else one Dopri8 step
     per interval, whichever first has its error measured >= 100x below the error), or
     'auto': fixed, redone adaptive for any field whose solver error is still not 100x below
-    its error
-    (``out["solver"]``, ``out["tableau"]``; :func:`solve_measured`). ``trust``: per field
-    and tableau, whether the embedded error bound passed its check at an earlier h
-    (:func:`solve_measured`); unchecked ones are checked here (``out["embedded_ok"]``)."""
+    its error (``out["solver"]``, ``out["tableau"]``, ``out["estimate"]``;
+    :func:`solve_measured`). ``trust``: per field and tableau, whether the embedded error
+    bound passed its check at an earlier h; unchecked ones are checked here
+    (``out["embedded_ok"]``)."""
     engine = resolve_engine(optimizer, engine)
     N = num_steps(T, h)
     N_max = N if N_max is None else N_max

@@ -208,3 +208,23 @@ def test_generic_order_mlp(name):
     assert slope1 >= 1.75, (name, slope1, local1, e1)
     assert 1.8 <= local1[-1] <= 2.6, (name, local1)  # the finest pair: approaching 2
     assert 0.85 <= slope0 <= 1.3, (name, slope0)
+
+
+@pytest.mark.parametrize("mini", [True, False], ids=["minibatch", "fullbatch"])
+@pytest.mark.parametrize("name", ["adam", "heavy_ball", "adamw", "rmsprop_centered"])
+def test_chunked_history_changes_nothing(setup, name, mini):
+    """The field walks the history in chunks up to n (O(n) per evaluation): chunks of 1 and
+    3 slots (3: the last chunk padded) give the field of one chunk holding all K slots."""
+    P, B, theta = setup
+    B = B if mini else None
+    fields = [modified_field(_gen(name), P.loss, B, H, data=P.data, num_steps=K, chunk=c)
+              for c in (K, 3, 1)]
+
+    @jax.jit
+    @jax.vmap
+    def all_fields(n):
+        return [f(n, theta) for f in fields]
+
+    whole, *chunked = all_fields(jnp.asarray(NS))
+    for got in chunked:
+        np.testing.assert_allclose(got, whole, rtol=1e-13, atol=1e-16)

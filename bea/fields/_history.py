@@ -59,3 +59,18 @@ def suffix_sum(U: Float[Array, "K p"], n: Int[Array, ""]) -> Float[Array, "K p"]
     l = jnp.arange(U.shape[0])
     Um = jnp.where((l < n)[:, None], U, 0.0)
     return jnp.flip(jnp.cumsum(jnp.flip(Um, 0), 0), 0)
+
+
+def chunk_history(batches: PyTree, C: int) -> tuple[PyTree, int]:
+    """The history as (chunks, C, ...) leaves, the last chunk padded with copies of the last
+    batch (finite values that every weight masks out, or slots after n that do not enter
+    step n), and the number of chunks."""
+    K = jax.tree_util.tree_leaves(batches)[0].shape[0]
+    nc = -(-K // C)
+
+    def one(b):
+        if nc * C > K:
+            b = jnp.concatenate([b, jnp.repeat(b[-1:], nc * C - K, axis=0)])
+        return b.reshape((nc, C) + b.shape[1:])
+
+    return jax.tree_util.tree_map(one, batches), nc

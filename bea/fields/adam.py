@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
 from bea.fields._history import (
+    chunk_history,
     ema_all,
     ema_weights,
     grad_history,
@@ -110,20 +111,6 @@ def _ema_matrix(a, C: int) -> Float[Array, "C C"]:
     return jnp.where(d >= 0, jnp.asarray(a, dtype=float) ** jnp.maximum(d, 0) * (1 - a), 0.0)
 
 
-def _chunked(batches: PyTree, C: int) -> tuple[PyTree, int]:
-    """The history as (chunks, C, ...) leaves, the last chunk padded with copies of the last
-    batch (finite values that every weight masks out), and the number of chunks."""
-    K = jax.tree_util.tree_leaves(batches)[0].shape[0]
-    nc = -(-K // C)
-
-    def one(b):
-        if nc * C > K:
-            b = jnp.concatenate([b, jnp.repeat(b[-1:], nc * C - K, axis=0)])
-        return b.reshape((nc, C) + b.shape[1:])
-
-    return jax.tree_util.tree_map(one, batches), nc
-
-
 def field(
     loss: Callable,
     batches: PyTree,
@@ -163,7 +150,7 @@ def field(
     K_all = jax.tree_util.tree_leaves(batches)[0].shape[0]
     L_win = window_length(beta, rho, K_all) if window else None
     C = min(chunk, K_all)
-    chunks, nc = _chunked(batches, C)
+    chunks, nc = chunk_history(batches, C)
     Eb, Er = _ema_matrix(beta, C), _ema_matrix(rho, C)
     i = jnp.arange(C)
     carry_b = jnp.asarray(beta, dtype=float) ** (i + 1)  # weight of the carried average

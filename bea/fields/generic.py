@@ -34,8 +34,9 @@ has the long form):
    slot k is H_k(theta) v_k, one Hessian-vector product per past step, computed for all
    k at once (vmapped over the batch axis); then ``jax.jvp`` of the scan of ``update``
    in (gradients, parameters) with tangents (H_k v_k, v_k) gives the sum in step 4.
-   Cost per evaluation: K gradients, K Hessian-vector products (batched) and two scans
-   of elementwise updates, where K is the number of history slots; no O(K^2) term.
+   Cost per evaluation: n + 1 gradients, n + 1 Hessian-vector products (batched, in
+   chunks of ``chunk`` slots up to slot n) and two scans of elementwise updates; no
+   O(K^2) term and no work on the slots after n.
 
 **Requirements** (MATH.md section 5; not checked, the caller's responsibility): F_n
 must not depend on h; F_n must be C^2 in the gradients and parameters in the region
@@ -51,10 +52,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PyTree
+
+from bea.fields._history import chunk_history
 
 __all__ = ["modified_field", "zeroth_order_history"]
 
@@ -74,6 +78,19 @@ def _scan_updates(transformation: optax.GradientTransformation, grads: PyTree,
         return state, u
 
     return jax.lax.scan(step, state0, (grads, params))[1]
+
+
+def _scan_state(transformation: optax.GradientTransformation, state, grads: PyTree,
+                params: PyTree):
+    """(final state, updates) of ``transformation`` run from ``state`` over the slots of
+    (grads, params) (leading axis on every leaf): one chunk of the history."""
+
+    def step(st, gp):
+        g, p = gp
+        u, st = transformation.update(g, st, p)
+        return st, u
+
+    return jax.lax.scan(step, state, (grads, params))
 
 
 def _broadcast(theta: PyTree, K: int) -> PyTree:
@@ -101,6 +118,7 @@ def modified_field(
     order: int = 1,
     data: PyTree | None = None,
     num_steps: int | None = None,
+    chunk: int = 8,
 ) -> Field:
     """The zeroth- (``order=0``) or first-order (``order=1``) modified field
     ``f(n, theta)`` of any smooth optax optimizer, by MATH.md section 5.
@@ -113,55 +131,91 @@ def modified_field(
     ``num_steps`` gives the number of history slots K (at least n + 1).
 
     The returned field plugs into :func:`bea.solve.solve` like the closed forms. theta may
-    be any pytree of float arrays. Requirements (smooth F_n independent of h, decaying
-    memory) are listed in the module docstring.
+    be any pytree of float arrays. ``chunk``: the history is walked up to slot n in chunks
+    of this many slots (the cost of step n is O(n), in one compiled program).
+    Requirements (smooth F_n independent of h, decaying memory) are listed in the module
+    docstring.
     """
     if order not in (0, 1):
         raise ValueError(f"order must be 0 or 1, got {order!r}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
     grad = jax.grad(loss)
     if batches is None:
         if num_steps is None:
             raise ValueError("full batch (batches=None) needs num_steps, the history length")
         K = int(num_steps)
-
-        def grads_at(theta):
-            return _broadcast(grad(theta, data), K)
-
-        def hvps_at(theta, V):
-            _, lin = jax.linearize(lambda t: grad(t, data), theta)
-            return jax.vmap(lin)(V)
     else:
         K = jax.tree_util.tree_leaves(batches)[0].shape[0]
+    C = min(chunk, K)
+    nc = -(-K // C)
+    chunks = None if batches is None else chunk_history(batches, C)[0]
+    rows = jnp.arange(C)
 
-        def grads_at(theta):
-            return jax.vmap(grad, in_axes=(None, 0))(theta, batches)
+    def grads_at(theta, c):  # g_k(theta) for the C slots of chunk c
+        if chunks is None:
+            return _broadcast(grad(theta, data), C)
+        batch = _tm(lambda b: b[c], chunks)
+        return jax.vmap(grad, in_axes=(None, 0))(theta, batch)
 
-        def hvps_at(theta, V):
-            def one(batch, v):
-                return jax.jvp(lambda t: grad(t, batch), (theta,), (v,))[1]
+    def hvps_at(theta, c, V):  # (g_k(theta), H_k(theta) v_k) for the slots of chunk c
+        if chunks is None:
+            g, lin = jax.linearize(lambda t: grad(t, data), theta)
+            return _broadcast(g, C), jax.vmap(lin)(V)
+        batch = _tm(lambda b: b[c], chunks)
 
-            return jax.vmap(one)(batches, V)
+        def one(b, v):
+            return jax.jvp(lambda t: grad(t, b), (theta,), (v,))
+
+        return jax.vmap(one)(batch, V)
 
     def f(n, theta):
-        G = grads_at(theta)
-        U = zeroth_order_history(transformation, G, theta)  # f_l(theta), every l
-        fn = _tm(lambda u: u[n], U)
+        c1 = n // C + 1
+        P = _broadcast(theta, C)
+        state0 = transformation.init(theta)
+
+        def forward(c, carry):  # f_l(theta) for the slots of chunk c; the sum of those < n
+            state, U_all, T = carry
+            state, U = _scan_state(transformation, state, grads_at(theta, c), P)
+            before_n = c * C + rows < n
+            T = _tm(lambda t, u: t + jnp.tensordot(before_n.astype(u.dtype), u, 1), T, U)
+            U_all = _tm(lambda b, u: jax.lax.dynamic_update_index_in_dim(b, u, c, 0), U_all, U)
+            return state, U_all, T
+
+        zeros = _tm(jnp.zeros_like, theta)
+        U0 = _tm(lambda t: jnp.zeros((nc, C, *jnp.shape(t)), t.dtype), theta)
+        _, U_all, T = jax.lax.fori_loop(0, c1, forward, (state0, U0, zeros))
+        fn = _tm(lambda b: b[n // C, n % C], U_all)
         if order == 0:
             return fn
-        k = jnp.arange(K)
+        # v_k = d_k - f_n/2 with d_k = -sum_{l=k}^{n-1} f_l = -(T - sum_{l<k} f_l); the
+        # tangent enters F_n through the parameters in slot k (and the state init, slot 0)
+        # and through the gradient there, as H_k v_k.
+        float_state, other_state = eqx.partition(state0, eqx.is_inexact_array)
+        v0 = _tm(lambda t, f_: -t - f_ / 2, T, fn)
+        t_state0 = eqx.filter(jax.jvp(transformation.init, (theta,), (v0,))[1],
+                              eqx.is_inexact_array)
 
-        def tangent(u, f_n):
-            mask = (k < n).reshape((K,) + (1,) * (u.ndim - 1))
-            um = jnp.where(mask, u, 0.0)
-            d = -jnp.flip(jnp.cumsum(jnp.flip(um, 0), 0), 0)  # d_k = -sum_{l=k}^{n-1} f_l
-            keep = (k <= n).reshape(mask.shape)
-            return jnp.where(keep, d - 0.5 * f_n, 0.0)  # slots after n do not matter
+        def second(c, carry):  # the jvp of the update scan, chunk by chunk, up to slot n
+            fs, ts, os_, prefix, dF = carry
+            U = _tm(lambda b: b[c], U_all)
+            excl = _tm(lambda u: jnp.cumsum(u, 0) - u, U)  # sum_{l<k} f_l within the chunk
+            V = _tm(lambda t, p_, e, f_: -(t - p_ - e) - f_ / 2, T, prefix, excl, fn)
+            G, HV = hvps_at(theta, c, V)
 
-        V = _tm(tangent, U, fn)
-        HV = hvps_at(theta, V)  # H_k(theta) v_k for every k, batched
-        P = _broadcast(theta, K)
-        _, dF = jax.jvp(lambda g, p: _tm(lambda u: u[n], _scan_updates(transformation, g, p)),
-                        (G, P), (HV, V))
+            def run(fs_, g, p_):
+                st, u = _scan_state(transformation, eqx.combine(fs_, os_), g, p_)
+                fs_out, os_out = eqx.partition(st, eqx.is_inexact_array)
+                return (fs_out, u), os_out
+
+            (fs, _), (ts, dU), os_ = jax.jvp(run, (fs, G, P), (ts, HV, V), has_aux=True)
+            here = c == n // C
+            dF = _tm(lambda d, du: jnp.where(here, du[n % C], d), dF, dU)
+            prefix = _tm(lambda p_, u: p_ + u.sum(0), prefix, U)
+            return fs, ts, os_, prefix, dF
+
+        *_, dF = jax.lax.fori_loop(0, c1, second, (float_state, t_state0, other_state, zeros,
+                                                   zeros))
         return _tm(lambda a, b: a + h * b, fn, dF)
 
     return f

@@ -104,11 +104,14 @@ def P_bar(loss, theta, batches, n, beta, rho, eps, bias_correction=True) -> Floa
     return w @ (G * hvp_history(loss, theta, batches, jnp.broadcast_to(u[n], u.shape)))
 
 
-def _ema_matrix(a, C: int) -> Float[Array, "C C"]:
-    """E[i, j] = a^(i-j) (1-a) for j <= i, else 0: one chunk of an exponential average."""
-    i = jnp.arange(C)
-    d = i[:, None] - i[None, :]
-    return jnp.where(d >= 0, jnp.asarray(a, dtype=float) ** jnp.maximum(d, 0) * (1 - a), 0.0)
+def _ema_rows(X: Float[Array, "C p"], a, carry: Float[Array, " p"]) -> Float[Array, "C p"]:
+    """A_i = a A_{i-1} + (1-a) X_i from A_{-1} = carry, for the C rows of a chunk (unrolled:
+    one fused elementwise kernel)."""
+    out, acc = [], carry
+    for i in range(X.shape[0]):
+        acc = a * acc + (1 - a) * X[i]
+        out.append(acc)
+    return jnp.stack(out)
 
 
 def field(
@@ -139,8 +142,8 @@ def field(
     long the padded history. Or O(2W) when the weights max(beta, rho)^W fall below 1e-18
     within the history (:mod:`bea.fields._window`, automatic for concrete beta and rho;
     ``window=False`` turns it off). Two passes: forward over the chunks for g_k and the
-    averages M^(l), R^(l) (each chunk's average a C x C matrix product plus the carry), then
-    backward for the suffix sums S_k and the Hessian-vector products.
+    averages M^(l), R^(l) (the recursion carried from chunk to chunk), then backward for the
+    suffix sums S_k and the Hessian-vector products (g_k again, free, as their primal).
     """
     if variant not in ("paper", "typo"):
         raise ValueError(f"unknown variant {variant!r}; use 'paper' or 'typo'")
@@ -151,11 +154,7 @@ def field(
     L_win = window_length(beta, rho, K_all) if window else None
     C = min(chunk, K_all)
     chunks, nc = chunk_history(batches, C)
-    Eb, Er = _ema_matrix(beta, C), _ema_matrix(rho, C)
     i = jnp.arange(C)
-    carry_b = jnp.asarray(beta, dtype=float) ** (i + 1)  # weight of the carried average
-    carry_r = jnp.asarray(rho, dtype=float) ** (i + 1)
-    upper = (i[:, None] <= i[None, :]).astype(float)  # suffix sums within a chunk
 
     def f(n, theta):
         start = 0 if L_win is None else jnp.maximum(n - L_win + 1, 0)
@@ -167,8 +166,8 @@ def field(
             rows = c * C + i
             batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
             G = jnp.where((rows >= start)[:, None], grad_history(loss, theta, batch), 0.0)
-            mc = Eb @ G + carry_b[:, None] * m  # unnormalised averages, carried over chunks
-            nuc = Er @ (G * G) + carry_r[:, None] * nu
+            mc = _ema_rows(G, beta, m)  # unnormalised averages, carried over chunks
+            nuc = _ema_rows(G * G, rho, nu)
             if bias_correction:
                 Mc = mc / one_minus_pow(beta, rows + 1)[:, None]
                 Rc = jnp.sqrt(nuc / one_minus_pow(rho, rows + 1)[:, None] + eps)
@@ -193,7 +192,7 @@ def field(
             c = c1 - 1 - t
             rows = c * C + i
             U = jnp.where((rows < n)[:, None], Ub[c], 0.0)
-            S = upper @ U + after  # S_k = sum_{l=k}^{n-1} u^(l)
+            S = jnp.flip(jnp.cumsum(jnp.flip(U, 0), 0), 0) + after  # S_k = sum_{l=k}^{n-1} u^(l)
             batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
             G, HV = hvp_history(loss, theta, batch, 2 * S + un, with_grads=True)
             live = (rows >= start) & (rows <= n)

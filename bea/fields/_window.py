@@ -5,9 +5,10 @@ At step n the Theorem 3.6 field weights batch k by beta^(n-k) and rho^(n-k) (dir
 through M^(l), R^(l), S_k for l >= k). Terms with a^(n-k) < 1e-18 change no float64 digit
 of the field, so with W the first length where max(beta, rho)^W < 1e-18 the field only
 needs the batches n-W+1..n and, for the averages M^(l), R^(l) of those l, W more before
-them: a slice of 2W batches ending at n. This makes a field evaluation O(W) instead of
-O(n) (O(N W) per trajectory instead of O(N^2)); tests/test_sweep.py shows it reports the
-same errors. Used automatically when beta and rho are concrete and 2W < K.
+them: the 2W batches ending at n, where the field's chunk loop starts
+(:func:`bea.fields.adam.field`). This makes a field evaluation O(W) instead of O(n)
+(O(N W) per trajectory instead of O(N^2)); tests/test_sweep.py shows it reports the same
+errors. Used automatically when beta and rho are concrete and 2W < K.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 
 import jax
 
-__all__ = ["window_length", "history_slice"]
+__all__ = ["window_length"]
 
 
 def window_length(beta, rho, K: int, tiny: float = 1e-18) -> int | None:
@@ -29,11 +30,3 @@ def window_length(beta, rho, K: int, tiny: float = 1e-18) -> int | None:
         return None if K <= 2 else 2
     W = math.ceil(math.log(tiny) / math.log(a)) + 1
     return 2 * W if 2 * W < K else None
-
-
-def history_slice(batches, n, L: int, K: int):
-    """(batches s..s+L-1, s) with s = clip(n - L + 1, 0, K - L): the L batches ending at n
-    (or the first L while n < L)."""
-    s = jax.numpy.clip(n - L + 1, 0, K - L)
-    sl = jax.tree_util.tree_map(lambda b: jax.lax.dynamic_slice_in_dim(b, s, L, 0), batches)
-    return sl, s

@@ -37,29 +37,26 @@ __all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field"]
 Field = Callable[[Int[Array, ""], Float[Array, " p"]], Float[Array, " p"]]
 
 
-def R_all(G: Float[Array, "K p"], rho, eps, bias_correction: bool = True,
-          offset=0) -> Float[Array, "K p"]:
-    """R^(l) = sqrt( sum_{k<=l} rho^(l-k)(1-rho) g_k^2 / (1-rho^(l+1)) + eps ) for every l
-    (``offset``: the step of row 0, when G is a window of the history)."""
+def R_all(G: Float[Array, "K p"], rho, eps, bias_correction: bool = True) -> Float[Array, "K p"]:
+    """R^(l) = sqrt( sum_{k<=l} rho^(l-k)(1-rho) g_k^2 / (1-rho^(l+1)) + eps ) for every l."""
     nu = ema_all(G * G, rho)
     if bias_correction:
-        nu = nu / one_minus_pow(rho, offset + jnp.arange(G.shape[0]) + 1)[:, None]
+        nu = nu / one_minus_pow(rho, jnp.arange(G.shape[0]) + 1)[:, None]
     return jnp.sqrt(nu + eps)
 
 
-def M_all(G: Float[Array, "K p"], beta, bias_correction: bool = True,
-          offset=0) -> Float[Array, "K p"]:
+def M_all(G: Float[Array, "K p"], beta, bias_correction: bool = True) -> Float[Array, "K p"]:
     """M^(l) = sum_{k<=l} beta^(l-k)(1-beta) g_k / (1-beta^(l+1)) for every l."""
     m = ema_all(G, beta)
     if bias_correction:
-        m = m / one_minus_pow(beta, offset + jnp.arange(G.shape[0]) + 1)[:, None]
+        m = m / one_minus_pow(beta, jnp.arange(G.shape[0]) + 1)[:, None]
     return m
 
 
-def _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction, offset=0):
+def _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction):
     G = grad_history(loss, theta, batches)
-    Rs = R_all(G, rho, eps, bias_correction, offset)
-    Ms = M_all(G, beta, bias_correction, offset)
+    Rs = R_all(G, rho, eps, bias_correction)
+    Ms = M_all(G, beta, bias_correction)
     u = Ms / Rs  # u^(l) = M^(l) / R^(l)
     return G, Rs, Ms, u, suffix_sum(u, n)
 

@@ -71,13 +71,7 @@ def _scan_updates(transformation: optax.GradientTransformation, grads: PyTree,
     """The updates u_0..u_{K-1} of ``transformation`` fed (grads[k], params[k]) at step k,
     starting from ``init(params[0])`` (leading axis K on every leaf)."""
     state0 = transformation.init(_tm(lambda p: p[0], params))
-
-    def step(state, gp):
-        g, p = gp
-        u, state = transformation.update(g, state, p)
-        return state, u
-
-    return jax.lax.scan(step, state0, (grads, params))[1]
+    return _scan_state(transformation, state0, grads, params)[1]
 
 
 def _scan_state(transformation: optax.GradientTransformation, state, grads: PyTree,

@@ -1,24 +1,25 @@
 """bea: backward error analysis of adaptive gradient algorithms, in JAX.
 
-Importing ``bea`` turns on float64 (``jax_enable_x64``): numerical verification of
-O(h^2) errors needs it, and it must happen before any array exists. Code that wants
-float32 (the training experiments) asks for it explicitly with dtypes.
+The paper's discrete iterations (:mod:`bea.optimizers`), its modified vector fields
+(:mod:`bea.fields`: closed forms, and the generic engine for any smooth optax optimizer),
+their piecewise integration (:func:`solve`) and the measured convergence order
+(:func:`sweep`, :func:`grid`). Importing ``bea`` changes no JAX setting: the sweeps run in
+float64 by themselves, and code that builds fields and solves by hand calls
+:func:`enable_x64` first.
 """
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-from bea import norms, optimizers, problems  # noqa: E402
-from bea.fields.generic import modified_field  # noqa: E402
-from bea.norms import (  # noqa: E402
+from bea import fields, norms, optimizer_registry, optimizers, problems
+from bea.convergence import SweepConfig, grid, sweep
+from bea.fields import make_field, modified_field
+from bea.integrate import solve
+from bea.norms import (
     correction_coefficient,
     grad_perturbed_one_norm,
     one_norm,
     perturbed_one_norm,
     two_norm,
 )
-from bea.optimizers import (  # noqa: E402
+from bea.optimizers import (
     adam,
     adam_eps_outside,
     gd,
@@ -27,13 +28,17 @@ from bea.optimizers import (  # noqa: E402
     rmsprop_eps_outside,
     trajectory,
 )
-from bea.problems import Problem, batch_sequence, make_problem  # noqa: E402
+from bea.precision import enable_x64
+from bea.problems import Problem, as_problem, make_problem
+from bea.result import GridResult, SweepResult
 
 __all__ = [
-    "norms", "optimizers", "problems",
+    "sweep", "grid", "SweepConfig", "SweepResult", "GridResult",
+    "make_field", "modified_field", "solve", "enable_x64",
+    "adam", "adam_eps_outside", "rmsprop", "rmsprop_eps_outside", "gd", "heavy_ball",
+    "trajectory",
     "perturbed_one_norm", "one_norm", "two_norm", "grad_perturbed_one_norm",
     "correction_coefficient",
-    "adam", "adam_eps_outside", "rmsprop", "rmsprop_eps_outside", "gd", "heavy_ball",
-    "trajectory", "Problem", "batch_sequence", "make_problem",
-    "modified_field",
+    "Problem", "as_problem", "make_problem",
+    "fields", "norms", "optimizers", "optimizer_registry", "problems",
 ]

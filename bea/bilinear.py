@@ -47,10 +47,10 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from bea.fields.full_batch import adam_field
+from bea.integrate import solve
 from bea.norms import correction_coefficient, perturbed_one_norm
 from bea.optimizers import adam, trajectory
 from bea.problems import Problem, bilinear
-from bea.solve import solve
 
 __all__ = [
     "Config", "Panel", "FIGURES", "EPS", "T", "R_MIN", "DRIFT_TOL", "STEP_BUCKET",
@@ -273,7 +273,7 @@ def run_paths(config: Config, T_end: float = T, problem: Problem | None = None, 
 
 
 def path_distance(a: Float[Array, "n 2"], b: Float[Array, "n 2"]) -> float:
-    """max_n ||a_n - b_n||_2 over the common rows (MATH.md section 6's metric); NaN if any
+    """max_n ||a_n - b_n||_2 over the common rows (docs/math.md, section 6's metric); NaN if any
     distance is not finite."""
     k = min(len(a), len(b))
     dist = np.linalg.norm(np.asarray(a[:k]) - np.asarray(b[:k]), axis=-1)

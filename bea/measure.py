@@ -1,4 +1,4 @@
-"""Measuring the order (MATH.md section 6): global error, fitted and local slopes, floors.
+"""Measuring the order (docs/math.md, section 6): global error, fitted and local slopes, floors.
 
     err(h) = max_{0<=n<=N} || theta~(nh) - theta^(n) ||_2
 
@@ -18,7 +18,8 @@ __all__ = ["global_error", "fit_slope", "local_slopes", "roundoff_floor", "at_fl
 
 def global_error(ode: Float[Array, "N+1 p"], discrete: Float[Array, "N+1 p"]) -> float:
     """max over n of ||theta~(nh) - theta^(n)||_2 (NaN if either path is not finite)."""
-    d = np.linalg.norm(np.asarray(ode) - np.asarray(discrete), axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = np.linalg.norm(np.asarray(ode) - np.asarray(discrete), axis=-1)
     return float(np.max(d)) if np.all(np.isfinite(d)) else float("nan")
 
 
@@ -45,7 +46,8 @@ def local_slopes(h, err) -> list[float]:
 def roundoff_floor(discrete: Float[Array, "N+1 p"]) -> float:
     """Error float64 round-off alone can make over N steps: 1e-16 N max_n ||theta^(n)||."""
     d = np.asarray(discrete)
-    return float(np.finfo(np.float64).eps * len(d) * np.max(np.linalg.norm(d, axis=-1)))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged run: inf, not a warning
+        return float(np.finfo(np.float64).eps * len(d) * np.max(np.linalg.norm(d, axis=-1)))
 
 
 def at_floor(err: float, solver_error: float, roundoff: float, factor: float = 10.0) -> bool:

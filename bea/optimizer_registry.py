@@ -1,11 +1,15 @@
-"""Optimizers by name for the generic engine (MATH.md section 5), and the ones refused.
+"""The one registry of optimizers by name: how to build each, its capabilities, and the
+ones refused. The command line's help, the checks and the tests all read it.
 
-Each entry maps a command-line name to a factory ``make(lr, beta, rho, eps)`` returning
-an optax ``GradientTransformation`` whose update is linear in ``lr``. The discrete
-iteration is ``make(h, ...)`` run by :func:`bea.optimizers.trajectory`; the generic
-field (:func:`bea.fields.generic.modified_field`) takes ``make(1.0, ...)``, whose update
-is F_n. Hyperparameters map as: beta = first-moment / momentum decay, rho = second-moment
-decay, eps = the numerical-stability constant.
+Each entry maps a name to ``make(lr, beta, rho, eps)``, an optax ``GradientTransformation``
+whose update is linear in ``lr``: the discrete iteration is ``make(h, ...)`` run by
+:func:`bea.optimizers.trajectory`, and the generic field
+(:func:`bea.fields.generic.modified_field`) takes ``make(1.0, ...)``, whose update is F_n
+(docs/math.md, section 5). Hyperparameters map as: beta = first-moment / momentum decay,
+rho = second-moment decay, eps = the numerical-stability constant. Four entries have the
+paper's closed-form fields (``closed_form``, with the kinds in ``fields``); every entry,
+and any user factory ``lr -> GradientTransformation`` that passes :func:`check_factory`,
+has the generic engine's :data:`GENERIC_FIELDS`.
 
 The construction needs a smooth update (F_n of class C^2 in the gradients and
 parameters). Sign-based (lion, signum, sign_sgd, yogi), max-based (amsgrad, adamax,
@@ -19,39 +23,62 @@ appendix); they are accepted, and the caller chooses such a regime.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, PyTree
 
 from bea import optimizers as _opt
 
-__all__ = ["Spec", "GENERIC", "CLOSED_FORM", "REFUSED", "WEIGHT_DECAY", "NAMES", "check",
-           "transformation"]
+__all__ = ["Spec", "REGISTRY", "REFUSED", "FIELDS", "GENERIC_FIELDS", "WEIGHT_DECAY",
+           "NAMES", "CLOSED_FORM", "check", "check_fields", "engine_for", "transformation",
+           "check_factory"]
 
 WEIGHT_DECAY = 0.1
 """The decoupled weight decay of ``adamw`` (optax's default 1e-4 would hardly show the
 parameter dependence of F_n that the construction must handle)."""
 
+FIELDS = ("order0", "order1", "order1_typo", "limit")
+"""Every field kind: the zeroth- and first-order modified fields, the first-order field
+with the typeset R^3 of Theorems 3.3/3.6 (an ablation that must fail the order test), and
+the large-n limit (8) (full batch)."""
+
+GENERIC_FIELDS = ("order0", "order1")
+"""The kinds the generic engine derives for any optimizer (docs/math.md, section 5)."""
+
 Scalar = float | Float[Array, ""]
 
 
 class Spec(NamedTuple):
+    """An optimizer by name: ``make(lr, beta, rho, eps)`` (an optax transformation whose
+    update is linear in ``lr``), what it is, and its capabilities: whether the paper gives
+    its fields in closed form (then ``fields`` are the closed forms; every optimizer also
+    has :data:`GENERIC_FIELDS` from the generic engine)."""
+
     make: Callable[[Scalar, Scalar, Scalar, Scalar], optax.GradientTransformation]
     description: str
+    closed_form: bool = False
+    fields: tuple[str, ...] = GENERIC_FIELDS
 
 
-GENERIC: dict[str, Spec] = {
-    # the four with closed forms: bea's own iterations (Definition 3.1), for --engine generic
+REGISTRY: dict[str, Spec] = {
+    # closed forms (the paper's theorems and the special cases), bea's own iterations
     "adam": Spec(lambda lr, b, r, e: _opt.adam(lr, b, r, e),
-                 "Adam, eps inside the root, bias corrected (Definition 3.1)"),
+                 "Adam, eps inside the root, bias corrected (Definition 3.1; Theorem 3.6)",
+                 True, FIELDS),
     "rmsprop": Spec(lambda lr, b, r, e: _opt.rmsprop(lr, r, e),
-                    "RMSProp, eps inside the root (Definition 3.1)"),
-    "gd": Spec(lambda lr, b, r, e: _opt.gd(lr), "gradient descent"),
+                    "RMSProp, eps inside the root (Definition 3.1; Theorem 3.3)",
+                    True, FIELDS),
+    "gd": Spec(lambda lr, b, r, e: _opt.gd(lr), "gradient descent (Barrett and Dherin)",
+               True, ("order0", "order1")),
     "heavy_ball": Spec(lambda lr, b, r, e: _opt.heavy_ball(lr, b),
-                       "heavy ball v <- g + beta v (optax.sgd with momentum)"),
-    # generic only
+                       "heavy ball v <- g + beta v, optax.sgd with momentum (Ghosh et al.)",
+                       True, ("order0", "order1", "limit")),
+    # generic engine only
     "adam_eps_outside": Spec(lambda lr, b, r, e: _opt.adam_eps_outside(lr, b, r, e),
                              "Kingma-Ba Adam, m_hat/(sqrt(nu_hat)+eps) (Remark 3.2)"),
     "rmsprop_eps_outside": Spec(lambda lr, b, r, e: _opt.rmsprop_eps_outside(lr, r, e),
@@ -77,8 +104,8 @@ GENERIC: dict[str, Spec] = {
                                 "through optax's own code"),
 }
 
-CLOSED_FORM = ("adam", "rmsprop", "gd", "heavy_ball")
-NAMES = tuple(GENERIC)
+NAMES = tuple(REGISTRY)
+CLOSED_FORM = tuple(k for k, s in REGISTRY.items() if s.closed_form)
 
 _SIGN = ("its update takes the sign of a momentum, which is discontinuous at 0; the "
          "construction needs a C^2 update")
@@ -102,20 +129,101 @@ REFUSED: dict[str, str] = {
     "noisy_sgd": "its update adds fresh noise, not a function of the iterates; the "
                  "construction needs a deterministic C^2 update",
     "adagrad": "it sums g^2 without decay, so F_n ~ 1/sqrt(n) has no h-independent limit "
-               "and sum_k ||dF_n/dtheta_k|| (n-k)^2 is unbounded (MATH.md section 5)",
+               "and sum_k ||dF_n/dtheta_k|| (n-k)^2 is unbounded (docs/math.md, section 5)",
 }
 
 
 def check(name: str) -> None:
-    """Raise ValueError (one line naming ``name``) unless the generic engine takes it."""
+    """Raise ValueError (one line naming ``name``) unless ``name`` is a registered optimizer."""
     if name in REFUSED:
         raise ValueError(f"optimizer {name!r} is refused: {REFUSED[name]}")
-    if name not in GENERIC:
+    if name not in REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(NAMES)}")
 
 
-def transformation(name: str, lr: Scalar, beta: Scalar, rho: Scalar,
-                   eps: Scalar) -> optax.GradientTransformation:
-    """The optimizer ``name`` at learning rate ``lr`` (1.0 for the field, h for the run)."""
+def engine_for(name: str | Callable, engine: str | None = None) -> str:
+    """The engine that derives the fields of ``name``: ``engine`` if given and possible,
+    else 'closed' where the paper gives closed forms and 'generic' otherwise (always
+    'generic' for an optimizer factory). Raises ValueError (one line) naming what fails."""
+    if engine not in (None, "closed", "generic"):
+        raise ValueError(f"unknown engine {engine!r}; choose from closed, generic")
+    if callable(name):
+        if engine == "closed":
+            raise ValueError("an optimizer factory has no closed-form fields; use the generic "
+                             "engine (engine='generic' or None)")
+        return "generic"
     check(name)
-    return GENERIC[name].make(lr, beta, rho, eps)
+    closed = REGISTRY[name].closed_form
+    if engine == "closed" and not closed:
+        raise ValueError(f"no closed-form field for optimizer {name!r}; use the generic "
+                         f"engine (closed forms exist for {', '.join(CLOSED_FORM)})")
+    return engine or ("closed" if closed else "generic")
+
+
+def check_fields(name: str | Callable, fields: Sequence[str], engine: str,
+                 mini_batch: bool) -> None:
+    """Raise ValueError (one line naming the field) unless every field of ``fields`` exists
+    for ``name`` under ``engine`` (mini-batch or full batch)."""
+    label = name if isinstance(name, str) else "the optimizer factory"
+    if not fields:
+        raise ValueError("empty list of fields")
+    for f in fields:
+        if f not in FIELDS:
+            raise ValueError(f"unknown field {f!r}; choose from {', '.join(FIELDS)}")
+        available = REGISTRY[name].fields if engine == "closed" else GENERIC_FIELDS
+        if f not in available:
+            how = "in closed form" if engine == "closed" else "from the generic engine"
+            raise ValueError(f"field {f!r} does not exist {how} for {label!r}; it has "
+                             f"{', '.join(available)}")
+        if f == "limit" and mini_batch:
+            raise ValueError("field 'limit' is the full-batch large-n limit (8); it has no "
+                             "mini-batch form (drop the batch size)")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"a field is given twice in {list(fields)}")
+
+
+def transformation(name: str | Callable, lr: Scalar, beta: Scalar = 0.9, rho: Scalar = 0.999,
+                   eps: Scalar = 1e-8) -> optax.GradientTransformation:
+    """The optimizer ``name`` at learning rate ``lr`` (1.0 for the field, h for the run); an
+    optimizer factory ``lr -> GradientTransformation`` is called with ``lr`` alone."""
+    if callable(name):
+        return name(lr)
+    check(name)
+    return REGISTRY[name].make(lr, beta, rho, eps)
+
+
+def check_factory(factory: Callable, params: PyTree, steps: int = 3,
+                  rtol: float = 1e-9) -> None:
+    """Raise ValueError (one line) unless ``factory(lr)`` is an optax transformation whose
+    updates are linear in ``lr`` with nothing else depending on it: the generic engine
+    needs h F_n with F_n independent of h (docs/math.md, section 5). Checked numerically on
+    ``steps`` updates of seeded pseudo-gradients at ``params``."""
+    try:
+        opts = [factory(lr) for lr in (1.0, 0.5)]
+    except Exception as e:  # noqa: BLE001 - the user's code: report, do not crash
+        raise ValueError(f"the optimizer factory failed at lr=1.0: {type(e).__name__}: "
+                         f"{e}") from None
+    for opt in opts:
+        if not isinstance(opt, optax.GradientTransformation):
+            raise ValueError("the optimizer factory must return an optax "
+                             f"GradientTransformation, it returns {type(opt).__name__}")
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(0), steps * len(leaves)).reshape(
+        steps, len(leaves), -1)
+    runs = []
+    for opt in opts:
+        state, updates = opt.init(params), []
+        for k in range(steps):
+            g = treedef.unflatten([jax.random.normal(keys[k, i], jnp.shape(x), jnp.result_type(x))
+                                   for i, x in enumerate(leaves)])
+            u, state = opt.update(g, state, params)
+            updates.append(jax.flatten_util.ravel_pytree(u)[0])
+        runs.append(jnp.stack(updates))
+    scale = float(jnp.max(jnp.abs(runs[0])))
+    gap = float(jnp.max(jnp.abs(runs[1] - 0.5 * runs[0])))
+    if not (scale > 0 and gap <= rtol * scale):
+        raise ValueError(f"the optimizer factory is not linear in the learning rate: the "
+                         f"update at lr=0.5 differs from half the update at lr=1 by "
+                         f"{gap:.3g} (relative {gap / scale if scale else float('inf'):.3g}); "
+                         "the generic engine needs update = lr * F_n with F_n independent of "
+                         "lr (a schedule in the step count is fine, one in lr is not)")

@@ -4,7 +4,7 @@ Each optimizer is an optax ``GradientTransformation`` written from the paper's
 recursion (not by wrapping optax), so that the tests comparing them with optax
 check the paper's definition against an independent implementation. Updates are
 linear in the step size h: ``update = h * F_n``, which is what the modified-equation
-construction needs (MATH.md section 5).
+construction needs (docs/math.md, section 5).
 
     RMSProp (eps inside):  nu <- rho nu + (1-rho) g^2;  theta <- theta - h g / sqrt(nu + eps)
     Adam (eps inside):     m <- beta m + (1-beta) g;    nu as above;
@@ -18,6 +18,7 @@ Bias correction at step n divides by 1 - a^(n+1), and eps is added after it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -37,7 +38,28 @@ __all__ = [
     "ScaleByAdamState",
     "trajectory",
     "first_nonfinite",
+    "check_hyperparameters",
 ]
+
+
+def check_hyperparameters(*, h: float | None = None, beta: float | None = None,
+                          rho: float | None = None, eps: float | None = None) -> None:
+    """Raise ValueError, one line naming the value, unless the given hyperparameters are
+    those of Definition 3.1: step size h > 0, beta in [0, 1), rho in (0, 1), eps > 0, all
+    finite. The one check shared by the sweeps and the training experiments."""
+    def real(name, x):
+        if isinstance(x, bool) or not isinstance(x, int | float | np.floating | np.integer):
+            raise ValueError(f"{name} must be a real number, got {x!r}")
+        return float(x)
+
+    if h is not None and not (math.isfinite(real("h", h)) and h > 0):
+        raise ValueError(f"step size h must be positive and finite, got {h!r}")
+    if beta is not None and not 0 <= real("beta", beta) < 1:
+        raise ValueError(f"beta must lie in [0, 1), got {beta!r}")
+    if rho is not None and not 0 < real("rho", rho) < 1:
+        raise ValueError(f"rho must lie in (0, 1), got {rho!r}")
+    if eps is not None and not (math.isfinite(real("eps", eps)) and eps > 0):
+        raise ValueError(f"eps must be positive and finite, got {eps!r}")
 
 
 class ScaleByAdamState(NamedTuple):
@@ -152,7 +174,7 @@ def trajectory(
     """theta^(0), ..., theta^(num_steps) as one ``lax.scan`` (leading axis num_steps + 1).
 
     Mini-batch: ``batches`` is a pytree whose leaves have a leading step axis of length
-    at least ``num_steps``; step k uses batch k (MATH.md section 1). Full batch:
+    at least ``num_steps``; step k uses batch k (docs/math.md, section 1). Full batch:
     ``batches=None`` and every step uses ``data``. Jit the caller (or this function with
     ``num_steps`` static) to compile once. ``active_steps`` (traced) takes only that many
     steps and holds theta after them: one program of length ``num_steps`` serves every

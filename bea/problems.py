@@ -1,9 +1,11 @@
-"""Loss families and their data (MATH.md section 1).
+"""Loss families and their data (docs/math.md, section 1).
 
 A problem is data, not behaviour: a loss ``E(theta, batch)`` of flat parameters
 ``theta`` of shape (p,), a starting point ``theta0``, and the full data set
-``data`` (a pytree whose leaves have a leading example axis). Mini-batch runs use
-:func:`batch_sequence`: a fixed, seeded, infinite sequence in which step k always
+``data`` (a pytree whose leaves have a leading example axis). :func:`as_problem` makes one
+from any loss of any parameter pytree (an equinox model's, say), flattening the parameters
+with ``jax.flatten_util.ravel_pytree``; ``unravel`` maps a flat theta back. Mini-batch runs
+use :func:`batch_sequence`: a fixed, seeded, infinite sequence in which step k always
 uses batch k, so an h-sweep uses prefixes of one sequence.
 """
 
@@ -30,7 +32,12 @@ __all__ = [
     "batch_indices",
     "batch_sequence",
     "full_batch_loss",
+    "as_problem",
 ]
+
+
+def _identity(theta):
+    return theta
 
 
 class Problem(NamedTuple):
@@ -38,7 +45,83 @@ class Problem(NamedTuple):
     loss: Callable[[Float[Array, " p"], Any], Float[Array, ""]]  # E(theta, batch)
     theta0: Float[Array, " p"]
     data: PyTree  # leaves with a leading example axis
-    num_examples: int
+    num_examples: int | None  # None: no example axis (full batch only)
+    unravel: Callable[[Float[Array, " p"]], PyTree] = _identity  # flat theta -> parameters
+
+
+# One flat loss per (loss, parameter structure): every sweep of the same loss then hands
+# jit the same function and reuses its compiled programs. Bounded; holds the loss alive
+# so that its id is not reused while cached.
+_FLAT: dict = {}
+
+
+def _flat_loss(loss, unravel, key):
+    if key not in _FLAT:
+        if len(_FLAT) >= 64:
+            _FLAT.pop(next(iter(_FLAT)))
+        _FLAT[key] = (loss, lambda theta, batch: loss(unravel(theta), batch))
+    return _FLAT[key][1]
+
+
+def _num_examples(data: PyTree) -> int | None:
+    sizes = {}
+    for path, x in jax.tree_util.tree_leaves_with_path(data):
+        shape = np.shape(x)
+        if not shape:
+            raise ValueError(f"data{jax.tree_util.keystr(path)} is a scalar; every data leaf "
+                             "needs a leading example axis")
+        sizes[jax.tree_util.keystr(path)] = shape[0]
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"data{k}: {v}" for k, v in sizes.items())
+        raise ValueError(f"the data leaves disagree on the number of examples ({listed})")
+    return next(iter(sizes.values()), None)
+
+
+def _default_float(tree: PyTree) -> PyTree:
+    """``tree`` with float leaves as jax arrays of the default float dtype (float64 when
+    float64 is on); the same object when nothing needs converting, so that compiled
+    programs that close over it are reused."""
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+
+    def ok(x):
+        return isinstance(x, jax.Array) and (x.dtype == dtype or not jnp.issubdtype(
+            x.dtype, jnp.floating))
+
+    if all(ok(x) for x in jax.tree_util.tree_leaves(tree)):
+        return tree
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+        else jnp.asarray(x), tree)
+
+
+def as_problem(loss: Callable[[PyTree, Any], Float[Array, ""]], params0: PyTree,
+               data: PyTree, *, name: str = "custom") -> Problem:
+    """The problem of minimising ``loss(params, batch)`` from ``params0`` (any pytree of
+    float arrays, e.g. ``eqx.filter(model, eqx.is_array)``) on ``data`` (a pytree whose
+    leaves share a leading example axis; None if the loss needs no data).
+
+    The parameters are flattened with ``ravel_pytree``: the problem's loss takes a flat theta
+    of shape (p,) and ``problem.unravel`` gives the parameters back. Float leaves of
+    ``params0`` and ``data`` are converted to the current default float dtype (float64
+    inside :func:`bea.precision.float64`). Raises ValueError (one line) for data without a
+    common example axis or parameters that are not float arrays."""
+    leaves = jax.tree_util.tree_leaves_with_path(params0)
+    if not leaves:
+        raise ValueError("params0 has no arrays: nothing to optimise")
+    for path, x in leaves:
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise ValueError(f"params0{jax.tree_util.keystr(path)} has dtype "
+                             f"{jnp.result_type(x)}; parameters must be float arrays")
+    params0, data = _default_float(params0), _default_float(data)
+    if isinstance(params0, jax.Array) and params0.ndim == 1:
+        flat, theta0, unravel = loss, params0, _identity  # already one flat vector
+    else:
+        theta0, unravel = ravel_pytree(params0)
+        shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(params0))
+        key = (id(loss), jax.tree_util.tree_structure(params0), shapes)
+        flat = _flat_loss(loss, unravel, key)
+    return Problem(name, flat, theta0, data, _num_examples(data) if data is not None else None,
+                   unravel)
 
 
 def full_batch_loss(problem: Problem) -> Callable[[Float[Array, " p"]], Float[Array, ""]]:
@@ -115,7 +198,7 @@ def mlp(seed: int = 0, hidden: int = 16, num_examples: int | None = 512,
     parameters are flattened to one vector theta of shape (p,). Pixels lie in [0, 1];
     ``centered=True`` maps them to [-1, 1]. In [0, 1] the weights of always-blank pixels
     have gradients identically 0, where eps-outside updates g/(sqrt(nu) + eps) are not
-    differentiable (MATH.md section 5), so the generic engine needs the centred data."""
+    differentiable (docs/math.md, section 5), so the generic engine needs the centred data."""
     X, y = _digits(num_examples)
     if centered:
         X = 2 * X - 1
@@ -127,16 +210,14 @@ def mlp(seed: int = 0, hidden: int = 16, num_examples: int | None = 512,
         "W2": jax.random.normal(key2, (hidden, d_out)) / np.sqrt(hidden),
         "b2": jnp.zeros(d_out),
     }
-    theta0, unravel = ravel_pytree(params)
-
-    def loss(theta, batch):
-        p = unravel(theta)
-        logits = jnp.tanh(batch["x"] @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
-
     data = {"x": jnp.asarray(X), "y": jnp.asarray(y, dtype=jnp.int32)}
-    return Problem("mlp", loss, theta0, data, len(y))
+    return as_problem(_mlp_loss, params, data, name="mlp")
+
+
+def _mlp_loss(p, batch):
+    logits = jnp.tanh(batch["x"] @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
 
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {

@@ -64,3 +64,19 @@ def test_divergence_is_reported_with_its_step(tmp_path):
     res = json.loads((out / "convergence.json").read_text())
     assert res["errors"]["order1"][0] is None  # NaN written as null, not as a number
     assert int(res["diverged_at"]["0.2"]) > 0
+
+
+def test_grid_writes_one_result_per_combination(tmp_path):
+    from experiments.convergence import main
+
+    out = tmp_path / "g"
+    rc = main(["--grid", "beta=0.5,0.7", "rho=0.7", "--h", "0.05", "0.025", "--out", str(out),
+               "--no-compile-cache"])
+    assert rc == 0
+    index = json.loads((out / "grid.json").read_text())
+    assert [c["name"] for c in index["combinations"]] == ["beta=0.5_rho=0.7",
+                                                         "beta=0.7_rho=0.7"]
+    one = json.loads((out / "beta=0.5_rho=0.7" / "convergence.json").read_text())
+    assert set(one) >= {"config", "h", "N", "errors", "slopes", "local_slopes", "floor"}
+    assert one["config"]["beta"] == 0.5 and one["config"]["rho"] == 0.7
+    assert (out / "grid_slopes.png").exists()

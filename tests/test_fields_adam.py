@@ -1,30 +1,20 @@
-"""bea.fields.adam (Theorem 3.6) and bea.fields.rmsprop (Theorem 3.3): identities to round-off."""
+"""bea.fields.adam (Theorem 3.6): identities to round-off, and the round-off window."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import identical, rel, small_net
 
-from bea.fields import adam, full_batch, rmsprop
-from bea.problems import batch_sequence, mlp, quadratic
+from bea.fields import _window, adam, full_batch
+from bea.problems import batch_sequence, make_problem, quadratic
 
 K = 6
 
 
 @pytest.fixture(scope="module")
 def net():
-    p = mlp(hidden=4, num_examples=64)
-    theta = p.theta0 + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.theta0.shape)
-    return p, theta, batch_sequence(p, 8, K, seed=2)
-
-
-def rel(a, b):
-    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-
-
-def identical(p, K):
-    """K copies of the full data set: the mini-batch theorems must reduce to the remarks."""
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (K,) + x.shape), p.data)
+    return small_net(K)
 
 
 @pytest.mark.parametrize("n,chunk", [(0, 8), (3, 8), (0, 1), (3, 4), (5, 4), (4, 1)])
@@ -75,38 +65,10 @@ def test_blocks_by_brute_force(net):
     assert rel(jax.jit(lambda: adam.P(*a, beta, rho, eps))(), P) <= 1e-11
 
 
-@pytest.mark.parametrize("order", [0, 1])
-@pytest.mark.parametrize("n,chunk", [(0, 8), (K - 1, 8), (K - 1, 4), (3, 1)])
-def test_rmsprop_field_is_theorem_3_3(net, n, order, chunk):
-    """The fused RMSProp field (Theorem 3.6's at beta = 0, no bias corrections) equals
-    Theorem 3.3 written out with rmsprop.R, P, P_bar (their own code), and the rho bias
-    correction is live: with it the fields differ."""
-    p, theta, b = net
-    h, rho, eps = 0.05, 0.7, 1e-3
-
-    @jax.jit
-    def theorem(theta):
-        args = (p.loss, theta, b, n)
-        R = rmsprop.R(*args, rho, eps)
-        g = jax.grad(p.loss)(theta, jax.tree_util.tree_map(lambda x: x[n], b))
-        if order == 0:
-            return -g / R
-        P, Pb = rmsprop.P(*args, rho, eps), rmsprop.P_bar(*args, rho, eps)
-        bn = jax.tree_util.tree_map(lambda x: x[n], b)
-        Hu = jax.jvp(lambda t: jax.grad(p.loss)(t, bn), (theta,), (g / R,))[1]
-        return -g / R + h * (g * (2 * P + Pb) / (2 * R**3) - Hu / (2 * R))
-
-    r = jax.jit(rmsprop.field(p.loss, b, h, rho, eps, order=order, chunk=chunk))(n, theta)
-    assert rel(r, theorem(theta)) <= 1e-12
-    c = jax.jit(adam.field(p.loss, b, h, 0.0, rho, eps, order=order))(n, theta)
-    if n > 0 or order == 1:
-        assert rel(c, r) > 1e-6
-
-
 @pytest.mark.parametrize("variant", ["paper", "typo"])
 @pytest.mark.parametrize("n", [0, K - 1])
 def test_minibatch_with_identical_batches_is_full_batch(n, variant):
-    """Theorem 3.6 fed E_k = E equals Remark 3.7; Theorem 3.3 equals Remark 3.4."""
+    """Theorem 3.6 fed E_k = E equals Remark 3.7."""
     p = quadratic(num_examples=32, dim=5)
     theta = p.theta0
     E = lambda t: p.loss(t, p.data)  # noqa: E731
@@ -114,9 +76,6 @@ def test_minibatch_with_identical_batches_is_full_batch(n, variant):
     h, beta, rho, eps = 0.02, 0.7, 0.9, 1e-2
     mini = jax.jit(adam.field(p.loss, same, h, beta, rho, eps, variant=variant))(n, theta)
     full = jax.jit(full_batch.adam_field(E, h, beta, rho, eps, variant=variant))(n, theta)
-    assert rel(mini, full) <= 1e-10
-    mini = jax.jit(rmsprop.field(p.loss, same, h, rho, eps, variant=variant))(n, theta)
-    full = jax.jit(full_batch.rmsprop_field(E, h, rho, eps, K, variant=variant))(n, theta)
     assert rel(mini, full) <= 1e-10
 
 
@@ -138,3 +97,19 @@ def test_history_beyond_n_is_ignored(net):
     f_ = lambda n, t: f(n, t, b)  # noqa: E731
     np.testing.assert_array_equal(f_(2, theta), g(2, theta))
     assert rel(f_(4, theta), g(4, theta)) > 1e-8
+
+
+def test_window_changes_no_digit():
+    """Theorem 3.6's field on a 2W-batch window (weights max(beta, rho)^W < 1e-18 dropped,
+    bea.fields._window) equals the full-history field to 1e-14, also for a window that does
+    not start on a chunk boundary."""
+    prob = make_problem("quadratic", seed=0)
+    K, kw = 150, dict(beta=0.5, rho=0.5, eps=1e-3)
+    L = _window.window_length(kw["beta"], kw["rho"], K)
+    assert L is not None and L < K
+    batches = batch_sequence(prob, 8, K, 0)
+    fw = jax.jit(adam.field(prob.loss, batches, 0.01, **kw))
+    ff = jax.jit(adam.field(prob.loss, batches, 0.01, **kw, window=False))
+    theta = prob.theta0
+    for n in (0, 5, L - 1, L + 4, L + 7, K - 1):  # L + 4: a window not on a chunk boundary
+        np.testing.assert_allclose(fw(n, theta), ff(n, theta), rtol=1e-14, atol=0)

@@ -5,16 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import rel
 
 import bea
-from bea.optimizers import first_nonfinite, trajectory
+from bea.optimizers import check_hyperparameters, first_nonfinite, trajectory
 from bea.problems import batch_sequence, bilinear, mlp
 
 N = 200
-
-
-def rel(a, b):
-    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
 PAIRS = {
@@ -86,3 +83,16 @@ def test_first_nonfinite_reports_the_step():
     assert k is not None and 0 < k <= 60
     assert np.all(np.isfinite(np.asarray(path[:k])))
     assert first_nonfinite(path[:k]) is None
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(h=0.0), "h must be positive"), (dict(h=float("inf")), "inf"),
+    (dict(beta=1.0), "beta must lie in [0, 1)"), (dict(beta=-0.1), "-0.1"),
+    (dict(rho=0.0), "rho must lie in (0, 1)"), (dict(rho=float("nan")), "nan"),
+    (dict(eps=0.0), "eps must be positive"), (dict(eps="1e-3"), "real number"),
+])
+def test_check_hyperparameters_names_the_value(kw, needle):
+    with pytest.raises(ValueError) as e:
+        check_hyperparameters(**kw)
+    assert needle in str(e.value)
+    check_hyperparameters(h=0.1, beta=0.0, rho=0.999, eps=1e-8)

@@ -1,4 +1,4 @@
-"""Measured convergence orders (MATH.md section 6), float64, tolerances stated per test.
+"""Measured convergence orders (docs/math.md, section 6), float64, tolerances stated per test.
 
 Bilinear, full batch, short memory (beta = 0.5, rho = 0.7, eps = 1e-3, T = 1, h = 0.04 ..
 0.005): the first-order field converges at order 2, the zeroth-order field at order 1,
@@ -6,9 +6,9 @@ and the typeset R^3 variant only at order 1. Mini-batch tanh MLP on digits: orde
 non-monotone local slopes (the batch sequence enters)."""
 
 import pytest
+from _helpers import run_sweep
 
 from bea.problems import bilinear, mlp
-from bea.sweep import sweep
 
 pytestmark = pytest.mark.slow
 
@@ -17,16 +17,16 @@ H = [0.04, 0.02, 0.01, 0.005]
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
 def test_bilinear_full_batch_orders(optimizer):
-    r = sweep(bilinear(), optimizer, H, 1.0, ["order0", "order1", "order1_typo"], beta=0.5,
-              rho=0.7, eps=1e-3)
-    assert r["local_slopes"]["order1"][-1] >= 1.8
-    assert 0.85 <= r["slopes"]["order0"] <= 1.15
-    assert r["slopes"]["order1_typo"] <= 1.2
+    r = run_sweep(bilinear(), optimizer=optimizer, h=H, T=1.0,
+                  fields=["order0", "order1", "order1_typo"], beta=0.5, rho=0.7, eps=1e-3)
+    assert r.local_slopes["order1"][-1] >= 1.8
+    assert 0.85 <= r.slopes["order0"] <= 1.15
+    assert r.slopes["order1_typo"] <= 1.2
     # the first-order field is more accurate than the zeroth at every h, and no point is
     # at the solver floor (the solver error is measured at the finest h)
-    for e0, e1 in zip(r["errors"]["order0"], r["errors"]["order1"], strict=False):
+    for e0, e1 in zip(r.errors["order0"], r.errors["order1"], strict=False):
         assert e1 < e0 / 5
-    assert not any(r["floor"]["order1"])
+    assert not any(r.floor["order1"])
 
 
 # Mini-batch: 256 digits, tanh MLP with 8 hidden units (p = 610), batch size 16,
@@ -36,20 +36,21 @@ def test_bilinear_full_batch_orders(optimizer):
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
 def test_minibatch_mlp_orders(optimizer):
     p = mlp(hidden=8, num_examples=256)
-    r = sweep(p, optimizer, [0.01, 0.005, 0.0025, 0.00125], 0.08, ["order0", "order1"],
-              beta=0.5, rho=0.7, eps=1e-3, batch_size=16, seed=0)
-    loc = r["local_slopes"]["order1"]
-    assert r["slopes"]["order1"] >= 1.75, r
+    r = run_sweep(p, optimizer=optimizer, h=[0.01, 0.005, 0.0025, 0.00125], T=0.08,
+                  fields=["order0", "order1"], beta=0.5, rho=0.7, eps=1e-3, batch_size=16,
+                  seed=0)
+    loc = r.local_slopes["order1"]
+    assert r.slopes["order1"] >= 1.75, r
     assert loc[-1] >= 1.8 and max(loc) >= 1.9  # trending to 2 (not monotone: batches enter)
-    assert 0.85 <= r["slopes"]["order0"] <= 1.25
+    assert 0.85 <= r.slopes["order0"] <= 1.25
 
 
 def test_practical_setting_bilinear_adam():
     """beta = 0.9, rho = 0.999, eps = 1e-3: order 2 needs N >> 1/(1-rho) = 1000 steps, i.e.
     h ~ 1e-5 at T = 1 (80 000 steps at the finest h); measured local slopes 1.76, 1.88, 1.94."""
-    r = sweep(bilinear(), "adam", [1e-4, 5e-5, 2.5e-5, 1.25e-5], 1.0, ["order1"], beta=0.9,
-              rho=0.999, eps=1e-3)
-    assert r["local_slopes"]["order1"][-1] >= 1.8
+    r = run_sweep(bilinear(), optimizer="adam", h=[1e-4, 5e-5, 2.5e-5, 1.25e-5], T=1.0,
+                  fields=["order1"], beta=0.9, rho=0.999, eps=1e-3)
+    assert r.local_slopes["order1"][-1] >= 1.8
 
 
 @pytest.mark.parametrize("optimizer, T, hs", [
@@ -61,6 +62,7 @@ def test_gd_and_heavy_ball_special_cases_orders(optimizer, T, hs):
     heavy ball needs N >> 1/(1-beta) and h/(1-beta) small, hence the finer ladder."""
     from bea.problems import logistic
 
-    r = sweep(logistic(), optimizer, hs, T, ["order0", "order1"], beta=0.7)
-    assert r["slopes"]["order1"] >= 1.9
-    assert 0.9 <= r["slopes"]["order0"] <= 1.1
+    r = run_sweep(logistic(), optimizer=optimizer, h=hs, T=T, fields=["order0", "order1"],
+                  beta=0.7)
+    assert r.slopes["order1"] >= 1.9
+    assert 0.9 <= r.slopes["order0"] <= 1.1

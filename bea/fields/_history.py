@@ -1,5 +1,5 @@
 """Shared pieces of the mini-batch fields: gradients and Hessian-vector products over the
-history of batches, all taken at the current theta (MATH.md section 3), and the
+history of batches, all taken at the current theta (docs/math.md, section 3), and the
 exponential-average weights with their bias corrections."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ On [nh, (n+1)h] (every quantity at the current theta, superscripts (n)):
     dtheta_j/dt = -M_j/R_j + h ( M_j (2 P_j + Pbar_j) / (2 R_j^3)  -  (2 L_j + Lbar_j) / (2 R_j) )
 
 The paper's typeset (6) shows R_j^3 under the L term; that is a typo (Remark 3.7 and
-dimensions give 2 R_j, and only 2 R_j converges at order 2, MATH.md section 3). The
+dimensions give 2 R_j, and only 2 R_j converges at order 2, docs/math.md, section 3). The
 typo is kept as ``variant="typo"`` so the order test can reject it.
 
 The building blocks ``R, M, L, L_bar, P, P_bar`` below follow the theorem's definitions
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Float, PyTree
 
 from bea.fields._history import (
     chunk_history,
@@ -31,10 +31,10 @@ from bea.fields._history import (
     suffix_sum,
 )
 from bea.fields._window import window_length
+from bea.typing import Field
 
 __all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field"]
 
-Field = Callable[[Int[Array, ""], Float[Array, " p"]], Float[Array, " p"]]
 
 
 def R_all(G: Float[Array, "K p"], rho, eps, bias_correction: bool = True) -> Float[Array, "K p"]:

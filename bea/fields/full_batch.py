@@ -140,7 +140,8 @@ def rmsprop_field(loss: Callable, h, rho, eps, num_steps: int, *, order: int = 1
 
 
 def sign_flow(loss: Callable, eps):
-    """The zeroth-order large-n flow -g/sqrt(g^2+eps): eps-perturbed sign GD (MATH.md §4)."""
+    """The zeroth-order large-n flow -g/sqrt(g^2+eps): eps-perturbed sign GD (docs/math.md,
+    section 4)."""
 
     def f(n, theta):
         del n

@@ -1,4 +1,4 @@
-"""First-order modified equations for any smooth optax optimizer (MATH.md section 5).
+"""First-order modified equations for any smooth optax optimizer (docs/math.md, section 5).
 
 No per-optimizer algebra: the optimizer's own ``update`` is run over the history of
 gradients, and one ``jax.jvp`` through that run gives the first-order correction.
@@ -38,7 +38,7 @@ has the long form):
    chunks of ``chunk`` slots up to slot n) and two scans of elementwise updates; no
    O(K^2) term and no work on the slots after n.
 
-**Requirements** (MATH.md section 5; not checked, the caller's responsibility): F_n
+**Requirements** (docs/math.md, section 5; not checked, the caller's responsibility): F_n
 must not depend on h; F_n must be C^2 in the gradients and parameters in the region
 the trajectory visits (no sign, max, clipping, or eps outside a square root whose
 argument can reach 0); and sum_k ||dF_n/dtheta_k|| (n-k)^2 must stay bounded in n
@@ -56,13 +56,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Float, PyTree
 
 from bea.fields._history import chunk_history
+from bea.typing import Field
 
 __all__ = ["modified_field", "zeroth_order_history"]
 
-Field = Callable[[Int[Array, ""], PyTree], PyTree]
 _tm = jax.tree_util.tree_map
 
 
@@ -98,7 +98,7 @@ def zeroth_order_history(
 ) -> PyTree:
     """f_l(theta) = F_l(theta, ..., theta) for every l (leading axis K): one scan of the
     optimizer's ``update`` over the gradients g_l(theta), parameters theta in every slot
-    (step 2 of the construction, MATH.md section 5)."""
+    (step 2 of the construction, docs/math.md, section 5)."""
     K = jax.tree_util.tree_leaves(grads)[0].shape[0]
     return _scan_updates(transformation, grads, _broadcast(theta, K))
 
@@ -115,7 +115,7 @@ def modified_field(
     chunk: int = 8,
 ) -> Field:
     """The zeroth- (``order=0``) or first-order (``order=1``) modified field
-    ``f(n, theta)`` of any smooth optax optimizer, by MATH.md section 5.
+    ``f(n, theta)`` of any smooth optax optimizer, by docs/math.md, section 5.
 
     ``transformation`` must be built with learning rate 1, so that its update at step n is
     F_n (the optimizer run by :func:`bea.optimizers.trajectory` is the same transformation
@@ -124,7 +124,7 @@ def modified_field(
     influence step n). Full batch: ``batches=None``, every step uses ``data``, and
     ``num_steps`` gives the number of history slots K (at least n + 1).
 
-    The returned field plugs into :func:`bea.solve.solve` like the closed forms. theta may
+    The returned field plugs into :func:`bea.integrate.solve` like the closed forms. theta may
     be any pytree of float arrays. ``chunk``: the history is walked up to slot n in chunks
     of this many slots (the cost of step n is O(n), in one compiled program).
     Requirements (smooth F_n independent of h, decaying memory) are listed in the module

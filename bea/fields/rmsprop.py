@@ -9,7 +9,7 @@ On [nh, (n+1)h], with u^(l) = g_l / R^(l) and every quantity at the current thet
     Pbar_j   = sum_{k<=n} rho^(n-k) (1-rho) g_kj (H_k u^(n))_j
 
 As in Theorem 3.6, the typeset (4) shows R_j^3 under the Hessian term; 2 R_j is right
-(MATH.md section 3); ``variant="typo"`` keeps the typeset form as an ablation.
+(docs/math.md, section 3); ``variant="typo"`` keeps the typeset form as an ablation.
 The building blocks ``R``, ``P``, ``P_bar`` are written out from Theorem 3.3 on their own;
 the fused :func:`field` is Theorem 3.6's at beta = 0 without bias corrections, and the
 tests check one against the other.

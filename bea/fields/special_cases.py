@@ -65,7 +65,7 @@ def heavy_ball_field(loss: Callable, h, beta, *, order: int = 1, limit: bool = F
 
 def heavy_ball_minibatch_field(loss: Callable, batches: PyTree, h, beta, *, order: int = 1):
     """Mini-batch heavy ball. With m_l = sum_{k<=l} beta^(l-k) g_k (so f_l = -m_l) and
-    d_k = sum_{l=k}^{n-1} m_l, the first-order field (MATH.md section 5) is
+    d_k = sum_{l=k}^{n-1} m_l, the first-order field (docs/math.md, section 5) is
 
         -m_n - h sum_{k<=n} beta^(n-k) H_k (d_k + m_n / 2);
 

@@ -5,7 +5,7 @@ normalisation), ``data`` (digits, CIFAR-10/100 pickles), ``fullbatch`` (exact
 accumulated full-batch gradient, data-parallel), ``metrics`` (gradient norms and the
 first-order prediction), ``history`` (atomic run files), ``checkpoint`` (orbax),
 ``train`` (the loop, sweeps, resume). Uses ``bea.optimizers`` and ``bea.norms``; never
-the ODE machinery (``bea.fields``, ``bea.solve``).
+the ODE machinery (``bea.fields``, ``bea.integrate``).
 """
 
 from bea.nn import checkpoint, data, fullbatch, history, metrics, models, train

@@ -155,6 +155,9 @@ def validate(cfg: TrainConfig) -> None:
                           f"{', '.join(OPTIMIZERS)}")
     if cfg.dtype not in ("float32", "float64"):
         raise ConfigError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
+    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError("dtype float64 needs float64 turned on before any array exists: "
+                          "call bea.enable_x64() first")
     if cfg.sweep_mode not in ("vmap", "sequential"):
         raise ConfigError(f"sweep mode must be vmap or sequential, got {cfg.sweep_mode!r}")
     _check_hparams(cfg.h, cfg.beta, cfg.rho, cfg.eps)

@@ -1,5 +1,5 @@
-"""bea.solve: the fixed-step solve, its two error estimates, and the sweep's check of the
-cheap one against the measured one (bea.sweep.solve_measured)."""
+"""bea.integrate: the piecewise solve, the fixed-step solve and its two error estimates
+(the sweep's check of the cheap one against the measured one: tests/test_convergence.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from jax.scipy.linalg import expm
 
-from bea import solve as sv
-from bea.sweep import solve_measured
+from bea import integrate as sv
 
 A0 = jnp.array([[-1.0, 3.0], [-3.0, -1.0]])  # a damped rotation: contracting
 B = jnp.array([[0.0, 1.0], [0.0, 0.0]])
@@ -57,38 +56,6 @@ def test_traced_substeps_is_one_program():
                               active_steps=jnp.asarray(7))
         np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-15)
     np.testing.assert_array_equal(one[8:], jnp.broadcast_to(one[7], one[8:].shape))
-
-
-def _measured(lam, h=0.05, N=80, trust=None):
-    disc = 1.1 * exact(h, N, lam) + 1.0  # a stand-in discrete path, its error far above
-
-    def call(method, tableau, substeps):
-        if method == "adaptive":
-            return sv.solve_with_error(linear_field(lam), jnp.array([1.0, 0.5]), h, N)
-        return sv.solve_fixed(linear_field(lam), jnp.array([1.0, 0.5]), h, N,
-                              substeps=substeps, solver=sv.TABLEAUS[tableau](),
-                              return_error=True)
-
-    return solve_measured(call, disc, N, "auto", trust)
-
-
-def test_sweep_checks_the_embedded_bound_and_catches_expansion():
-    """The embedded bound does not propagate errors: on a flow that expands them (lambda =
-    6 over T = 4, a factor e^24) Dopri5's under-estimates the error (7e3 against 1.5e4
-    measured), the check by halving says so, and the halving measurement is what gets
-    reported. On the contracting flow the bound passes its check and is then trusted."""
-    ok = _measured(0.0)
-    assert ok["embedded_ok"] == {"dopri5": True} and ok["estimate"] == "halving"
-    bad = _measured(6.0)
-    assert bad["embedded_ok"] == {"dopri5": False}
-    assert bad["tableau"] == "dopri5" and bad["estimate"] == "halving"
-    ys_bound = sv.solve_fixed(linear_field(6.0), jnp.array([1.0, 0.5]), 0.05, 80,
-                              solver=sv.TABLEAUS[bad["tableau"]](), return_error=True)[1]
-    assert bad["solver_error"] > float(ys_bound)  # what the bound alone would have hidden
-    trusted = _measured(0.0, trust={"dopri5": True})
-    assert trusted["estimate"] == "embedded" and trusted["embedded_ok"] == {}
-    distrusted = _measured(0.0, trust={"dopri5": False})  # failed before: measure by halving
-    assert distrusted["estimate"] == "halving" and distrusted["embedded_ok"] == {}
 
 
 def test_bad_options_name_the_value():

@@ -1,13 +1,13 @@
-"""The generic first-order modified equation (MATH.md section 5, bea.fields.generic).
+"""The generic first-order modified equation (docs/math.md, section 5, bea.fields.generic).
 
 1. It equals every closed form to round-off (float64): Theorem 3.6 (mini-batch Adam),
    Theorem 3.3 (RMSProp), Remarks 3.7/3.4 (full batch), Barrett-Dherin (GD), Ghosh et
-   al. (heavy ball, including the gamma_n coefficients quoted in MATH.md section 5).
+   al. (heavy ball, including the gamma_n coefficients quoted in docs/math.md, section 5).
    The h-correction (f~ - f)/h is compared on its own, so the check is not hidden
    behind the O(1) zeroth-order term.
 2. Its measured order on the mini-batch tanh MLP is 2 (order 0: 1) for optimizers with
    no closed form: adam_eps_outside, adamw, nesterov, rmsprop_centered.
-3. The registry and the sweep/CLI dispatch (engine, refused names).
+3. The sweep's two engines agree, and the CLI refuses what the registry refuses.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import run_sweep
 
-import bea  # noqa: F401  (float64)
 from bea import optimizer_registry as reg
 from bea.fields import adam, full_batch, rmsprop, special_cases
 from bea.fields.generic import modified_field
 from bea.problems import batch_sequence, make_problem, mlp
-from bea.sweep import sweep
 
 K = 8
 H = 0.05
@@ -82,7 +81,7 @@ def test_generic_equals_closed_form(setup, name, mini):
 
 def test_ghosh_gamma_coefficients():
     """Full-batch heavy ball on a quadratic: the correction is -c_n h H g with the numbers
-    of MATH.md section 5 (gamma_n (1+beta)/(2(1-beta)^3), beta = 0.7)."""
+    of docs/math.md, section 5 (gamma_n (1+beta)/(2(1-beta)^3), beta = 0.7)."""
     A = jnp.array([[2.0, 0.3], [0.3, 0.5]])
     loss = lambda t, _: 0.5 * t @ A @ t  # noqa: E731
     theta = jnp.array([0.7, -1.2])
@@ -97,7 +96,7 @@ def test_ghosh_gamma_coefficients():
 
 def test_parameter_dependent_update(setup):
     """adamw's F_n reads theta_n directly (decoupled weight decay). Check the generic field
-    against MATH.md section 5 written out by hand for a hand-coded F_n(theta_0..theta_n) =
+    against docs/math.md, section 5 written out by hand for a hand-coded F_n(theta_0..theta_n) =
     -(m_hat/(sqrt(nu_hat)+eps) + wd theta_n), m and nu built from g_k(theta_k)."""
     P, B, theta = setup
     wd = reg.WEIGHT_DECAY
@@ -133,33 +132,15 @@ def test_optax_adam_matches_bea_adam(setup):
     np.testing.assert_allclose(*both(jnp.array([0, 4])), rtol=1e-12)
 
 
-def test_registry_refuses_non_smooth():
-    for name in ("lion", "signum", "amsgrad", "adamax", "yogi", "adagrad"):
-        with pytest.raises(ValueError, match=f"'{name}' is refused"):
-            reg.check(name)
-    with pytest.raises(ValueError, match="unknown optimizer 'nope'"):
-        reg.check("nope")
-    for name in reg.NAMES:  # every registered optimizer builds and is linear in lr
-        g = {"w": jnp.array([0.3, -0.2])}
-        u = [reg.transformation(name, lr, 0.5, 0.7, 1e-3).update(
-            g, reg.transformation(name, lr, 0.5, 0.7, 1e-3).init(g), g)[0]["w"]
-            for lr in (1.0, 0.1)]
-        np.testing.assert_allclose(u[1], 0.1 * u[0], rtol=1e-12)
-
-
 def test_sweep_engines_agree_and_cli_refuses(capsys):
-    from bea.sweep import resolve_engine, sweep
     from experiments.convergence import main
 
     P = make_problem("bilinear")
-    kw = dict(beta=0.5, rho=0.7, eps=1e-3, rtol=1e-10, atol=1e-12)
-    r = {e: sweep(P, "adam", [0.1, 0.05], 0.5, engine=e, **kw) for e in ("closed", "generic")}
+    kw = dict(optimizer="adam", h=[0.1, 0.05], T=0.5, beta=0.5, rho=0.7, eps=1e-3,
+              rtol=1e-10, atol=1e-12)
+    r = {e: run_sweep(P, engine=e, **kw) for e in ("closed", "generic")}
     for k in ("order0", "order1"):
-        np.testing.assert_allclose(r["generic"]["errors"][k], r["closed"]["errors"][k],
-                                   rtol=1e-6)
-    assert resolve_engine("adamw") == "generic" and resolve_engine("adam") == "closed"
-    with pytest.raises(ValueError, match="no closed-form field"):
-        resolve_engine("adamw", "closed")
+        np.testing.assert_allclose(r["generic"].errors[k], r["closed"].errors[k], rtol=1e-6)
     for argv in (["--optimizer", "lion"], ["--optimizer", "amsgrad"],
                  ["--optimizer", "adamw", "--engine", "closed"],
                  ["--optimizer", "adamw", "--fields", "order1_typo"]):
@@ -187,9 +168,9 @@ def dense_mlp():
 def measured_orders(name, eps, *, beta=0.5, rho=0.7, batch_size=8, hs=ORDER_HS, T=ORDER_T):
     """Fitted and local slopes of the generic order-0/1 fields against the optax run
     (learning rate h), through bea.sweep (padded, solver error measured)."""
-    r = sweep(dense_mlp(), name, list(hs), T, ["order0", "order1"], beta=beta, rho=rho,
-              eps=eps, batch_size=batch_size, seed=0, engine="generic")
-    return {o: (r["slopes"][k], r["local_slopes"][k], r["errors"][k])
+    r = run_sweep(dense_mlp(), optimizer=name, h=list(hs), T=T, fields=["order0", "order1"],
+                  beta=beta, rho=rho, eps=eps, batch_size=batch_size, seed=0, engine="generic")
+    return {o: (r.slopes[k], r.local_slopes[k], r.errors[k])
             for o, k in ((0, "order0"), (1, "order1"))}
 
 

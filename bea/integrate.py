@@ -1,4 +1,4 @@
-"""Piecewise integration of a modified field with diffrax (MATH.md sections 3 and 6).
+"""Piecewise integration of a modified field with diffrax (docs/math.md, sections 3 and 6).
 
 The ODE changes at every t = nh, so the solver is restarted on each interval
 [nh, (n+1)h] with n passed as an integer: a single solve over [0, T] choosing the

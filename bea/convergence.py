@@ -1,0 +1,381 @@
+"""Convergence sweeps: from a loss, its parameters, data and an optimizer to measured orders.
+
+    problem ──> iterations ──> theta^(n) ─────────────────────┐
+       └──> fields (closed | generic) ──> solve ──> theta~(nh) ┴──> measure ──> SweepResult
+
+:func:`sweep` runs the optimizer and each modified field over a ladder of h at a fixed
+horizon T and measures err(h) = max_n ||theta~(nh) - theta^(n)||_2 and its slopes
+(docs/math.md, section 6). :func:`grid` does the same for every combination of a grid of
+(beta, rho, eps) in one vmapped program, sharded over the devices. Both are the same path:
+a sweep is a grid of one combination. Everything runs in float64 (inside
+:func:`bea.precision.float64`; the process's own setting is left as it was).
+
+The solve per interval is the cheapest whose error is measured at least 100x below the
+error (:data:`ATTEMPTS`): one step of Dopri5, else of Dopri8, else adaptive Dopri8. A
+fixed-step solve's error is first bounded for free by its embedded estimates; that bound is
+trusted only for a tableau whose bound passed a check against halving (the same program,
+two steps per interval) at the coarsest h, where the solver error is largest relative to
+the error, and wherever it is not 100x below the error the error is measured by halving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from jaxtyping import PyTree
+
+from bea import _programs, measure
+from bea import optimizer_registry as registry
+from bea.optimizers import check_hyperparameters, first_nonfinite
+from bea.precision import check_float64_loss, float64
+from bea.problems import Problem, as_problem, batch_sequence
+from bea.result import GridResult, SweepResult
+
+__all__ = ["SweepConfig", "sweep", "grid", "num_steps"]
+
+HYPER = ("beta", "rho", "eps")
+DEFAULT_HYPER = {"beta": 0.9, "rho": 0.999, "eps": 1e-8}  # optax's Adam defaults
+SOLVERS = ("auto", "fixed", "adaptive")
+# What each solver tries, in order, until its error is measured >= 100x below the error.
+ATTEMPTS = {"adaptive": (("adaptive", None),),
+            "fixed": (("fixed", "dopri5"), ("fixed", "dopri8")),
+            "auto": (("fixed", "dopri5"), ("fixed", "dopri8"), ("adaptive", None))}
+_ONE, _TWO = np.int64(1), np.int64(2)
+
+
+def num_steps(T: float, h: float) -> int:
+    """N = T/h, which must be an integer to 1e-9 (docs/math.md, section 1)."""
+    N = round(T / h)
+    if N < 1 or abs(T / h - N) > 1e-9 * max(1.0, T / h):
+        raise ValueError(f"T/h must be a positive integer: T={T!r}, h={h!r} gives "
+                         f"T/h={T / h!r}")
+    return N
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """Everything a sweep is, checked on construction (ValueError, one line naming the
+    offending value). ``h`` is stored coarsest first; ``engine`` is resolved ('closed'
+    where the paper gives the fields, else 'generic'); beta, rho, eps default to optax's
+    Adam defaults for a registry name and must be left unset for an optimizer factory
+    (its hyperparameters are its own)."""
+
+    optimizer: str | Callable = "adam"
+    h: tuple[float, ...] = (0.04, 0.02, 0.01, 0.005)
+    T: float = 1.0
+    fields: tuple[str, ...] = ("order0", "order1")
+    beta: float | None = None
+    rho: float | None = None
+    eps: float | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    engine: str | None = None
+    solver: str = "auto"
+    rtol: float = 1e-12
+    atol: float = 1e-14
+
+    def __post_init__(self):
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
+        put("engine", registry.engine_for(self.optimizer, self.engine))
+        put("fields", tuple([self.fields] if isinstance(self.fields, str) else self.fields))
+        registry.check_fields(self.optimizer, self.fields, self.engine,
+                              self.batch_size is not None)
+        hs = [self.h] if isinstance(self.h, int | float) else list(self.h)
+        if not hs:
+            raise ValueError("empty list of step sizes h")
+        for x in hs:
+            check_hyperparameters(h=x)
+        if len(set(hs)) < len(hs):
+            twice = sorted({x for x in hs if hs.count(x) > 1})
+            raise ValueError(f"step size h={twice[0]!r} is given twice; give distinct h")
+        if not (isinstance(self.T, int | float) and math.isfinite(self.T) and self.T > 0):
+            raise ValueError(f"T must be positive and finite, got {self.T!r}")
+        for x in hs:
+            num_steps(self.T, x)
+        put("h", tuple(sorted((float(x) for x in hs), reverse=True)))
+        put("T", float(self.T))
+        for k in HYPER:
+            v = getattr(self, k)
+            if callable(self.optimizer):
+                if v is not None:
+                    raise ValueError(f"{k}={v!r} is given with an optimizer factory, whose "
+                                     "hyperparameters are its own: leave it unset")
+            else:
+                put(k, float(DEFAULT_HYPER[k] if v is None else v))
+        if not callable(self.optimizer):
+            check_hyperparameters(beta=self.beta, rho=self.rho, eps=self.eps)
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not
+                                            isinstance(self.batch_size, int) or
+                                            self.batch_size < 1):
+            raise ValueError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
+        for k in ("rtol", "atol"):
+            v = getattr(self, k)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{k} must be positive and finite, got {v!r}")
+
+    @property
+    def N(self) -> tuple[int, ...]:
+        return tuple(num_steps(self.T, h) for h in self.h)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if callable(self.optimizer):
+            d["optimizer"] = getattr(self.optimizer, "__name__", repr(self.optimizer))
+        return d
+
+
+class _Point(NamedTuple):
+    """One field at one h for one combination: the error and how it was measured."""
+
+    error: float
+    solver_error: float
+    floor: bool
+    solver: str | None
+    tableau: str | None
+    estimate: str | None
+    ode_diverged_at: int | None
+
+
+_NAN_POINT = _Point(float("nan"), float("nan"), False, None, None, None, None)
+
+
+def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
+          name: str = "custom", progress: Callable[[dict], None] | None = None,
+          **config: Any) -> SweepResult:
+    """The convergence sweep of ``optimizer`` on ``loss(params, batch)`` from ``params0``.
+
+    ``data``: a pytree with a leading example axis (full batch: every step uses all of it;
+    with ``batch_size``, step k uses batch k of a seeded sequence). ``config``: the fields
+    of :class:`SweepConfig`: ``optimizer`` (a registry name, or a factory
+    ``lr -> optax.GradientTransformation`` for the generic engine, checked to be linear in
+    lr), ``h`` (the ladder), ``T``, ``fields``, ``beta``/``rho``/``eps``, ``batch_size``,
+    ``seed``, ``engine``, ``solver``, ``rtol``/``atol``. ``progress(record)`` is called
+    after each h. Returns a :class:`bea.result.SweepResult`."""
+    cfg = SweepConfig(**config)
+    with float64():
+        problem = _problem(loss, params0, data, name, cfg)
+        return _run(problem, cfg, [cfg_hyper(cfg)], progress)[0]
+
+
+def grid(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
+         grid: Mapping[str, Sequence[float]], name: str = "custom",
+         progress: Callable[[dict], None] | None = None, shard_history: bool = False,
+         **config: Any) -> GridResult:
+    """:func:`sweep` for every combination of ``grid`` (values of beta, rho and/or eps; the
+    others from ``config``) in one vmapped program whose combination axis is sharded over
+    every visible device (results do not depend on the device count).
+    ``shard_history``: also place the batch history across the devices (one large
+    mini-batch problem). Returns a :class:`bea.result.GridResult` in the order of the
+    row-major product of the grid (beta, rho, eps order)."""
+    cfg = SweepConfig(**config)
+    if callable(cfg.optimizer):
+        raise ValueError("a grid varies beta, rho or eps of a registry optimizer; an "
+                         "optimizer factory holds its own hyperparameters")
+    names = _check_grid(grid)
+    combos = []
+    for vals in itertools.product(*(grid[k] for k in names)):
+        c = cfg_hyper(cfg) | {k: float(v) for k, v in zip(names, vals, strict=True)}
+        check_hyperparameters(**c)
+        combos.append(c)
+    t0 = time.perf_counter()
+    with float64():
+        problem = _problem(loss, params0, data, name, cfg)
+        results = _run(problem, cfg, combos, progress, shard_history=shard_history)
+    return GridResult(tuple(names), combos, results, time.perf_counter() - t0,
+                      len(jax.devices()))
+
+
+def cfg_hyper(cfg: SweepConfig) -> dict[str, float]:
+    return {k: getattr(cfg, k) for k in HYPER}
+
+
+def _check_grid(grid: Mapping[str, Sequence[float]]) -> list[str]:
+    if not grid:
+        raise ValueError("empty grid: give values for beta, rho or eps")
+    for k, vals in grid.items():
+        if k not in HYPER:
+            raise ValueError(f"cannot grid over {k!r}; choose from {', '.join(HYPER)}")
+        vals = list(vals)
+        if not vals:
+            raise ValueError(f"no values for {k!r} in the grid")
+        if len(set(vals)) < len(vals):
+            raise ValueError(f"a value of {k!r} is given twice in the grid: {vals}")
+    return [k for k in HYPER if k in grid]
+
+
+def _problem(loss, params0, data, name: str, cfg: SweepConfig) -> Problem:
+    """The problem in float64, checked: the loss is a float64 scalar, the batch size fits
+    the data, and an optimizer factory is linear in the learning rate."""
+    problem = as_problem(loss, params0, data, name=name)
+    batch = None
+    if cfg.batch_size is not None:
+        if problem.num_examples is None:
+            raise ValueError("a batch size needs data with an example axis")
+        if cfg.batch_size > problem.num_examples:
+            raise ValueError(f"batch size {cfg.batch_size} exceeds the "
+                             f"{problem.num_examples} examples of the data")
+        batch = jax.tree_util.tree_map(lambda x: x[: cfg.batch_size], problem.data)
+    try:
+        check_float64_loss(problem.loss, problem.theta0, problem.data if batch is None
+                           else batch)
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    if callable(cfg.optimizer):
+        registry.check_factory(cfg.optimizer, problem.unravel(problem.theta0))
+    return problem
+
+
+def _mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()), ("grid",))
+
+
+def _fetch(x) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.array(x)  # a writable copy
+
+
+def _split_hyper(combos: list[dict], mesh: Mesh | None) -> tuple[tuple, dict]:
+    """(static, traced): hyperparameters equal in every combination are static; the others
+    are arrays over the combinations, padded to a multiple of the device count (repeating
+    the last) and sharded over ``mesh``."""
+    static, traced = [], {}
+    pad = 0 if mesh is None else (-len(combos)) % mesh.size
+    for k in HYPER:
+        vals = [c[k] for c in combos]
+        if len(set(vals)) == 1:
+            static.append((k, vals[0]))
+        else:
+            x = np.asarray(vals + [vals[-1]] * pad, float)
+            traced[k] = jax.device_put(x, NamedSharding(mesh, P("grid"))) if mesh else x
+    return tuple(static), traced
+
+
+def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
+         shard_history: bool = False) -> list[SweepResult]:
+    """The one path: every h of the ladder (coarsest first: its run checks the embedded
+    error bounds for the others), every field, every combination."""
+    t0 = time.perf_counter()
+    mini = cfg.batch_size is not None
+    N_max = max(cfg.N)
+    C = len(combos)
+    mesh = _mesh() if C > 1 else None
+    static, traced = _split_hyper(combos, mesh)
+    batches = batch_sequence(problem, cfg.batch_size, N_max, cfg.seed) if mini else None
+    if mini and shard_history and mesh is not None and N_max % mesh.size == 0:
+        batches = jax.tree_util.tree_map(
+            lambda b: jax.device_put(np.asarray(b), NamedSharding(mesh, P("grid"))), batches)
+    loss = _programs.compiled_loss(problem, mini)
+    base = _programs.Program(cfg.optimizer, N_max, mini, static)
+    trust: list[dict] = [{k: {} for k in cfg.fields} for _ in range(C)]
+    points: list[list[dict[str, _Point]]] = [[] for _ in range(C)]
+    diverged: list[dict[float, int]] = [{} for _ in range(C)]
+    for h, N in zip(cfg.h, cfg.N, strict=True):
+        args = (problem.theta0, batches, problem.data, jnp.asarray(h, float), jnp.asarray(N))
+        disc = _fetch(_programs.discrete(*args, traced, program=base, loss=loss))[:C, : N + 1]
+        bad = [first_nonfinite(d) for d in disc]
+        for i in range(C):
+            if bad[i] is not None:
+                diverged[i][h] = bad[i]
+        per = [{} for _ in range(C)]
+        for kind in cfg.fields:
+            program = base._replace(kind=kind, engine=cfg.engine, rtol=cfg.rtol, atol=cfg.atol)
+
+            def call(method, tableau, substeps, program=program, args=args):
+                return _programs.ode(*args, traced, substeps, program=program, loss=loss,
+                                     method=method, tableau=tableau or "dopri8")
+
+            got = _solve_measured(call, disc, N, cfg.solver, [t[kind] for t in trust],
+                                  [b is None for b in bad])
+            for i in range(C):
+                per[i][kind] = got[i]
+        for i in range(C):
+            points[i].append(per[i])
+        if progress is not None:
+            progress({"h": h, "N": N, "errors": {k: per[0][k].error for k in cfg.fields},
+                      "combinations": C})
+    seconds = time.perf_counter() - t0
+    return [_result(problem, cfg, combos[i], points[i], diverged[i], seconds)
+            for i in range(C)]
+
+
+def _solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: list[dict],
+                    live: list[bool]) -> list[_Point]:
+    """Solve one field for every combination as ``solver`` says (:data:`ATTEMPTS`),
+    measuring the solver error, and return one point per combination. ``trust[i]``
+    (tableau -> bool) records whether combination i's embedded bound passed its halving
+    check; a tableau not yet checked is checked here and recorded (mutating ``trust``)."""
+    C = len(live)
+    roundoff = [measure.roundoff_floor(d) for d in disc]
+    best: list[dict | None] = [None] * C
+    todo = [i for i in range(C) if live[i]]
+    for method, tableau in ATTEMPTS[solver]:
+        if not todo:
+            break
+        ys, serr = call(method, tableau, _ONE)
+        ys, serr = _fetch(ys)[:C, : N + 1], _fetch(serr)[:C]
+        errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
+        est = ["refined" if method == "adaptive" else "embedded"] * C
+        check = [i for i in todo if method == "fixed" and (
+            trust[i].get(tableau) is not True or not 100 * serr[i] <= errs[i])]
+        if check:
+            fine = _fetch(call(method, tableau, _TWO)[0])
+            for i in check:
+                with np.errstate(over="ignore", invalid="ignore"):  # a path that blew up
+                    d = np.linalg.norm(ys[i] - fine[i, : N + 1], axis=-1)
+                halving = float(np.max(d))
+                if tableau not in trust[i] and np.isfinite(halving):
+                    trust[i][tableau] = bool(halving <= serr[i])
+                serr[i], est[i] = halving, "halving"
+        for i in todo:
+            best[i] = dict(ys=ys[i], error=errs[i], solver_error=float(serr[i]),
+                           solver=method, tableau=tableau, estimate=est[i])
+        todo = [i for i in todo if not 100 * best[i]["solver_error"] <= best[i]["error"]]
+    out = []
+    for i in range(C):
+        r = best[i]
+        if r is None:
+            out.append(_NAN_POINT)
+            continue
+        out.append(_Point(r["error"], r["solver_error"],
+                          measure.at_floor(r["error"], r["solver_error"], roundoff[i]),
+                          r["solver"], r["tableau"], r["estimate"], first_nonfinite(r["ys"])))
+    return out
+
+
+def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[str, _Point]],
+            diverged: dict[float, int], seconds: float) -> SweepResult:
+    h = np.asarray(cfg.h)
+
+    def col(kind, attr, dtype=float):
+        return np.asarray([getattr(p[kind], attr) for p in points], dtype)
+
+    errors = {k: col(k, "error") for k in cfg.fields}
+    floor = {k: col(k, "floor", bool) for k in cfg.fields}
+    return SweepResult(
+        config=cfg.to_dict() | ({} if callable(cfg.optimizer) else hyper),
+        problem=problem.name, h=h, N=np.asarray(cfg.N),
+        errors=errors, solver_error={k: col(k, "solver_error") for k in cfg.fields},
+        floor=floor,
+        slopes={k: measure.fit_slope(h, errors[k], use=~floor[k]) for k in cfg.fields},
+        local_slopes={k: np.asarray(measure.local_slopes(h, errors[k])) for k in cfg.fields},
+        solver={k: tuple(p[k].solver for p in points) for k in cfg.fields},
+        tableau={k: tuple(p[k].tableau for p in points) for k in cfg.fields},
+        estimate={k: tuple(p[k].estimate for p in points) for k in cfg.fields},
+        diverged_at=diverged,
+        ode_diverged_at={k: tuple(p[k].ode_diverged_at for p in points) for k in cfg.fields},
+        seconds=seconds, devices=len(jax.devices()), platform=jax.devices()[0].platform)

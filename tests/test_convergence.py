@@ -1,0 +1,320 @@
+"""bea.convergence: the one sweep path (a sweep is a grid of one), its compile count, the
+solve-and-measure policy, grids equal to single runs on any device count, and the API on a
+user's own model and optimizer."""
+
+import json
+import os
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from _helpers import rel, run_sweep
+from jax.scipy.linalg import expm
+
+import bea
+from bea import _programs
+from bea import integrate as sv
+from bea.convergence import SweepConfig, _solve_measured
+from bea.problems import bilinear, make_problem
+
+PROB = bilinear()  # one loss function: one compilation for all the runs below
+HS = [0.05, 0.025]
+GRID = {"beta": [0.5, 0.7], "rho": [0.7, 0.9]}
+
+
+# --- the path and its programs -------------------------------------------------------------
+
+@pytest.mark.parametrize("mini,solver", [(False, "adaptive"), (True, "fixed")])
+def test_padding_changes_no_error(mini, solver):
+    """A run padded to a longer N_max (masked steps, here by sweeping a second, finer h)
+    reports the same error at h = 0.05 as the run alone: 1e-12 relative."""
+    if mini:
+        prob, kw = make_problem("quadratic", seed=0), dict(batch_size=32, rho=0.7, eps=1e-3)
+    else:
+        prob, kw = PROB, dict(rho=0.7, eps=1e-3)
+    kw |= dict(optimizer="adam", T=1.0, fields=["order1"], beta=0.5, solver=solver)
+    plain = run_sweep(prob, h=[0.05], **kw)
+    padded = run_sweep(prob, h=[0.05, 1 / 37], **kw)
+    assert rel(padded.errors["order1"][0], plain.errors["order1"][0]) < 1e-12
+
+
+def test_sweep_compiles_one_program_per_field():
+    """A 4-point ladder compiles one discrete program and one per field, not one per h, and
+    a second sweep of the same problem compiles nothing."""
+    d0, o0 = _programs.discrete._cache_size(), _programs.ode._cache_size()
+    hs = [1 / 16, 1 / 24, 1 / 32, 1 / 40]  # T = 0.75: N = 12, 18, 24, 30 (a fresh N_max)
+    kw = dict(optimizer="adam", h=hs, T=0.75, fields=("order0", "order1"), beta=0.5,
+              rho=0.7, eps=1e-3, solver="fixed")
+    res = run_sweep(PROB, **kw)
+    assert _programs.discrete._cache_size() - d0 == 1
+    assert _programs.ode._cache_size() - o0 == 2  # the halving reference is the same program
+    assert res.solver["order1"] == ("fixed",) * 4
+    # the coarsest h checks the embedded bound by halving; the others then use the bound
+    assert res.estimate["order1"] == ("halving",) + ("embedded",) * 3
+    assert res.tableau["order1"] == ("dopri5",) * 4
+    run_sweep(PROB, **kw)
+    assert _programs.discrete._cache_size() - d0 == 1 and _programs.ode._cache_size() - o0 == 2
+
+
+def test_fixed_step_solve_is_measured_safe():
+    """One step per interval: its measured error is >= 100x below the error, and the errors
+    agree with the adaptive solve to within the solver errors."""
+    kw = dict(optimizer="adam", h=[1e-3, 5e-4], T=0.2, fields=("order1",), beta=0.9,
+              rho=0.999, eps=1e-3)
+    fx, ad, au = (run_sweep(PROB, solver=s, **kw) for s in ("fixed", "adaptive", "auto"))
+    e, s = fx.errors["order1"], fx.solver_error["order1"]
+    assert np.all(100 * s <= e)
+    tol = fx.solver_error["order1"] + ad.solver_error["order1"]
+    assert np.all(np.abs(e - ad.errors["order1"]) <= 2 * tol + 1e-15)
+    np.testing.assert_array_equal(au.errors["order1"], fx.errors["order1"])
+
+
+def _linear(lam):
+    A = jnp.array([[lam, 1.0], [-1.0, lam]])
+    return lambda n, y: A @ y, A
+
+
+def _measured(lam, h=0.05, N=80, trust=None):
+    """_solve_measured on d y/dt = A y with a stand-in discrete path far from it."""
+    f, A = _linear(lam)
+    y0 = jnp.array([1.0, 0.5])
+    exact = np.stack([np.asarray(expm(A * h * n) @ y0) for n in range(N + 1)])
+    disc = 1.1 * exact + 1.0
+
+    def call(method, tableau, substeps):
+        if method == "adaptive":
+            ys, e = sv.solve_with_error(f, y0, h, N)
+        else:
+            ys, e = sv.solve_fixed(f, y0, h, N, substeps=substeps,
+                                   solver=sv.TABLEAUS[tableau](), return_error=True)
+        return ys[None], e[None]
+
+    trust = [dict(trust or {})]
+    return _solve_measured(call, disc[None], N, "auto", trust, [True])[0], trust[0]
+
+
+def test_embedded_bound_is_checked_and_expansion_caught():
+    """The embedded bound does not propagate errors: on a flow that expands them (lambda =
+    6 over T = 4, a factor e^24) Dopri5's under-estimates the error, the check by halving
+    says so, and the halving measurement is what gets reported. On the contracting flow
+    the bound passes its check and is then trusted; a failed one is never used."""
+    ok, trust = _measured(0.0)
+    assert trust == {"dopri5": True} and ok.estimate == "halving"
+    bad, trust = _measured(6.0)
+    assert trust == {"dopri5": False}
+    assert bad.tableau == "dopri5" and bad.estimate == "halving"
+    f, _ = _linear(6.0)
+    bound = sv.solve_fixed(f, jnp.array([1.0, 0.5]), 0.05, 80, solver=sv.TABLEAUS["dopri5"](),
+                           return_error=True)[1]
+    assert bad.solver_error > float(bound)  # what the bound alone would have hidden
+    trusted, trust = _measured(0.0, trust={"dopri5": True})
+    assert trusted.estimate == "embedded" and trust == {"dopri5": True}
+    distrusted, _ = _measured(0.0, trust={"dopri5": False})  # failed before: measure
+    assert distrusted.estimate == "halving"
+
+
+def test_minibatch_window_changes_no_reported_digit(monkeypatch):
+    """The sweep uses Theorem 3.6's round-off window (bea.fields._window) and reports the
+    same errors as without it, to 1e-12."""
+    from bea.fields import _window, adam
+
+    prob = make_problem("quadratic", seed=0)
+    kw = dict(optimizer="adam", T=1.5, fields=["order1"], batch_size=8, solver="fixed",
+              beta=0.5, rho=0.5, eps=1e-3)
+    used = []
+
+    def spy(*a, **k):
+        used.append(_window.window_length(*a, **k))
+        return used[-1]
+
+    monkeypatch.setattr(adam, "window_length", spy)
+    windowed = run_sweep(prob, h=[0.01], **kw)
+    assert used and used[-1] == _window.window_length(0.5, 0.5, 150)
+    monkeypatch.setattr(adam, "window_length", lambda *a, **k: None)
+    full = run_sweep(prob, h=[0.01, 1.5 / 151], **kw)  # a new N_max: a fresh trace
+    assert rel(windowed.errors["order1"][0], full.errors["order1"][0]) < 1e-12
+
+
+# --- grids ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid_result():
+    return bea.grid(PROB.loss, PROB.theta0, PROB.data, grid=GRID, optimizer="adam", h=HS,
+                    T=1.0, fields=("order0", "order1"), eps=1e-3)
+
+
+def test_grid_equals_single_runs(grid_result):
+    assert len(grid_result.results) == 4 and grid_result.names == ("beta", "rho")
+    for c, r in zip(grid_result.params, grid_result.results, strict=True):
+        s = run_sweep(PROB, optimizer="adam", h=HS, T=1.0, fields=("order0", "order1"), **c)
+        assert r.config["beta"] == c["beta"] and r.config["rho"] == c["rho"]
+        for k in ("order0", "order1"):
+            np.testing.assert_allclose(r.errors[k], s.errors[k], rtol=1e-12, atol=0)
+            assert r.slopes[k] == pytest.approx(s.slopes[k], rel=1e-10)
+
+
+SCRIPT = """
+import json, bea, jax
+from bea.problems import bilinear, make_problem
+bea.enable_x64()
+p = bilinear()
+g = bea.grid(p.loss, p.theta0, p.data, grid={grid}, optimizer="adam", h={hs}, T=1.0,
+             fields=("order0", "order1"), eps=1e-3)
+q = make_problem("quadratic", seed=0)
+m = bea.grid(q.loss, q.theta0, q.data, grid={{"beta": [0.5, 0.6]}}, optimizer="adam",
+             h=[0.25], T=1.0, fields=("order1",), rho=0.7, eps=1e-3, batch_size=8,
+             shard_history=True)
+print(json.dumps({{"devices": len(jax.devices()),
+                  "errors": [{{k: list(v) for k, v in r.errors.items()}} for r in g.results],
+                  "mini": list(m.results[0].errors["order1"])}}))
+"""
+
+
+def test_four_devices_equal_one(grid_result):
+    """XLA_FLAGS=--xla_force_host_platform_device_count=4 in a subprocess: the grid is
+    sharded over 4 devices (4 combinations, one per device), the mini-batch history too, and
+    the errors are those of one device."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    code = SCRIPT.format(hs=HS, grid=GRID)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 4
+    for r, e in zip(grid_result.results, got["errors"], strict=True):
+        for k in ("order0", "order1"):
+            np.testing.assert_allclose(e[k], r.errors[k], rtol=1e-12, atol=0)
+    q = make_problem("quadratic", seed=0)
+    one = run_sweep(q, optimizer="adam", h=[0.25], T=1.0, fields=("order1",), beta=0.5,
+                    rho=0.7, eps=1e-3, batch_size=8)
+    np.testing.assert_allclose(got["mini"], one.errors["order1"], rtol=1e-12, atol=0)
+
+
+def test_grid_refuses_bad_grids():
+    for grid, match in (({}, "empty grid"), ({"gamma": [1]}, "cannot grid over 'gamma'"),
+                        ({"beta": []}, "no values for 'beta'"),
+                        ({"beta": [0.5, 0.5]}, "given twice"), ({"rho": [0.7, 1.0]}, "rho")):
+        with pytest.raises(ValueError, match=match):
+            bea.grid(PROB.loss, PROB.theta0, PROB.data, grid=grid, h=HS, T=1.0)
+    with pytest.raises(ValueError, match="optimizer factory"):
+        bea.grid(PROB.loss, PROB.theta0, PROB.data, grid={"beta": [0.5]}, h=HS, T=1.0,
+                 optimizer=lambda lr: optax.sgd(lr))
+
+
+# --- configuration -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(h=[]), "empty list"), (dict(h=[0.01, 0.01]), "h=0.01 is given twice"),
+    (dict(h=[-0.1]), "-0.1"), (dict(h=[float("nan")]), "nan"), (dict(T=0.0), "T must"),
+    (dict(T=1.0, h=[0.03]), "T/h"), (dict(beta=1.0), "beta"), (dict(rho=0.0), "rho"),
+    (dict(eps=-1e-3), "-0.001"), (dict(fields=["order3"]), "order3"),
+    (dict(fields=[]), "empty list of fields"), (dict(optimizer="sgdx"), "sgdx"),
+    (dict(optimizer="lion"), "refused"), (dict(optimizer="gd", fields=["order1_typo"]),
+                                          "order1_typo"),
+    (dict(optimizer="adamw", engine="closed"), "no closed-form"),
+    (dict(fields=["limit"], batch_size=4), "limit"), (dict(batch_size=0), "batch size"),
+    (dict(solver="rk4"), "rk4"), (dict(rtol=float("nan")), "rtol"), (dict(atol=-1.0), "atol"),
+    (dict(optimizer=lambda lr: optax.sgd(lr), beta=0.5), "beta=0.5"),
+])
+def test_config_names_the_offending_value(kw, needle):
+    with pytest.raises(ValueError) as e:
+        SweepConfig(**({"T": 1.0} | kw))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_is_normalised():
+    c = SweepConfig(h=[0.01, 0.04, 0.02], T=1.0, fields="order1")
+    assert c.h == (0.04, 0.02, 0.01) and c.N == (25, 50, 100) and c.fields == ("order1",)
+    assert c.engine == "closed" and (c.beta, c.rho, c.eps) == (0.9, 0.999, 1e-8)
+    assert SweepConfig(optimizer="adamw").engine == "generic"
+
+
+# --- any model, any optimizer --------------------------------------------------------------
+
+def _equinox_problem():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    data = {"x": 2 * X[:64] / 16 - 1, "y": y[:64]}
+    model = eqx.nn.MLP(64, 10, 4, 1, activation=jnp.tanh, key=jax.random.key(0))
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def loss(params, batch):
+        logits = jax.vmap(eqx.combine(params, static))(batch["x"])
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
+
+    return loss, params, data
+
+
+def test_any_equinox_model_and_optax_chain():
+    """The README's example: an equinox MLP and an optax.chain factory through the generic
+    engine. The first-order field beats the zeroth-order one at every h and gets closer
+    faster (the measured orders of such models are in tests/test_orders.py)."""
+    loss, params, data = _equinox_problem()
+
+    def opt(lr):
+        return optax.chain(optax.scale_by_adam(b1=0.5, b2=0.7, eps=0.1),
+                           optax.add_decayed_weights(0.1), optax.scale_by_learning_rate(lr))
+
+    r = bea.sweep(loss, params, data, optimizer=opt, h=[0.02, 0.01], T=0.1, batch_size=16)
+    assert r.config["engine"] == "generic" and r.problem == "custom"
+    e0, e1 = r.errors["order0"], r.errors["order1"]
+    assert np.all(e1 < e0 / 2) and r.local_slopes["order1"][0] > r.local_slopes["order0"][0]
+    assert not any(r.floor["order1"])
+
+
+def test_flat_and_pytree_parameters_give_the_same_sweep():
+    """The same loss written on a flat vector (bea.problems.mlp) and on its parameter dict
+    (flattened by bea with ravel_pytree) measures the same errors, to round-off."""
+    p = make_problem("mlp", seed=0)._replace(data=None)
+    full = make_problem("mlp", seed=0)
+    params = p.unravel(p.theta0)
+    assert isinstance(params, dict) and set(params) == {"W1", "b1", "W2", "b2"}
+    from bea.problems import _mlp_loss
+
+    kw = dict(optimizer="rmsprop", h=[0.01], T=0.05, rho=0.7, eps=1e-3, batch_size=32)
+    a = bea.sweep(full.loss, full.theta0, full.data, **kw)
+    b = bea.sweep(_mlp_loss, params, full.data, **kw)
+    for k in ("order0", "order1"):
+        np.testing.assert_allclose(b.errors[k], a.errors[k], rtol=1e-13)
+
+
+def test_bad_user_input_is_one_clear_line():
+    loss, params, data = _equinox_problem()
+    c = jnp.ones(3, jnp.float32)
+    with jax.enable_x64(False):
+        c = jnp.ones(3)  # float32: created with float64 off
+    checks = [
+        (dict(loss=lambda p, b: jnp.sum(p * c) ** 2, params0=jnp.ones(3), data=None),
+         "closes over float32"),
+        (dict(loss=lambda p, b: p, params0=jnp.ones(3), data=None), "scalar"),
+        (dict(loss=loss, params0=params, data={"x": data["x"], "y": data["y"][:10]}),
+         "disagree on the number of examples"),
+        (dict(loss=loss, params0=params, data=data, batch_size=65), "exceeds the 64"),
+        (dict(loss=loss, params0={"w": jnp.arange(3)}, data=data), "float arrays"),
+        (dict(loss=loss, params0=params, data=data, optimizer=lambda lr: optax.adam(lr**2)),
+         "not linear in the learning rate"),
+        (dict(loss=loss, params0=params, data=data, optimizer=lambda lr: 3),
+         "GradientTransformation"),
+    ]
+    for kw, needle in checks:
+        kw = {"optimizer": "gd", "h": [0.01], "T": 0.01} | kw
+        with pytest.raises(ValueError) as e:
+            bea.sweep(kw.pop("loss"), kw.pop("params0"), kw.pop("data"), **kw)
+        assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_sweep_leaves_the_float_setting_alone():
+    """bea.sweep computes in float64 inside a context and restores the caller's setting."""
+    code = ("import jax, bea\nfrom bea.problems import bilinear\np = bilinear()\n"
+            "r = bea.sweep(p.loss, p.theta0, p.data, optimizer='gd', h=[0.01], T=0.02)\n"
+            "print(jax.config.jax_enable_x64, r.errors['order1'].dtype)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.stdout.split() == ["False", "float64"]

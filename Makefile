@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: convergence test lint practical install clean
+.PHONY: convergence test lint practical orders install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(STAMP)
 practical: $(STAMP)
 	$(PY) -m experiments.convergence --beta 0.9 --rho 0.999 --eps 1e-3 --T 1 \
 	  --h 1e-4 5e-5 2.5e-5 1.25e-5 --out results/practical
+
+# every measured order of docs/orders.md: run the sweeps, then rewrite its tables from them
+orders: $(STAMP)
+	$(PY) -m experiments.orders run
+	$(PY) -m experiments.orders report
 
 clean:
 	rm -rf results .pytest_cache

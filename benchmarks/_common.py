@@ -43,4 +43,13 @@ def machine() -> str:
 
 def emit(obj: dict) -> None:
     """One JSON line on stdout, read by benchmarks/run.py."""
-    print("BENCH " + json.dumps(obj), flush=True)
+    from bea._io import jsonable
+
+    print("BENCH " + json.dumps(jsonable(obj)), flush=True)
+
+
+def sweep(problem, **config):
+    """bea.sweep on a built-in problem."""
+    import bea
+
+    return bea.sweep(problem.loss, problem.theta0, problem.data, name=problem.name, **config)

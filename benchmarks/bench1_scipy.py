@@ -11,7 +11,7 @@ import sys
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from benchmarks._common import B1, Timer, emit
+from benchmarks._common import B1, Timer, emit, sweep
 
 X, Y, THETA0 = 2.0, 1.5, np.array([2.8, 3.5])
 
@@ -84,27 +84,27 @@ def scipy_sweep(hs, T, beta, rho, eps, fields=("order0", "order1")):
 
 
 def main(quick: bool = False, skip_other: bool = False):
-    import bea  # noqa: F401
+    import bea
     from bea.problems import bilinear
-    from bea.sweep import sweep
+
+    bea.enable_x64()
 
     hs, T = B1["hs"], B1["T"]
     kw = dict(beta=B1["beta"], rho=B1["rho"], eps=B1["eps"])
     if quick:
         hs = [h * 8 for h in hs]  # same ladder shape, 8x fewer steps
     with Timer() as tb:
-        res = sweep(bilinear(), "adam", hs, T, ("order0", "order1"), **kw)
+        res = sweep(bilinear(), optimizer="adam", h=hs, T=T, fields=("order0", "order1"), **kw)
     row = {"bench": 1, "name": "bilinear full-batch Adam, 4 h x 2 fields, vs NumPy+SciPy",
            "bea_s": tb.seconds, "steps": [round(T / h) for h in hs],
-           "errors_bea": res["errors"], "solver": res["solver"],
-           "solver_error": res["solver_error"]}
+           "errors_bea": res.errors, "solver": res.solver, "solver_error": res.solver_error}
     if not skip_other:
         with Timer() as ts:
             errs = scipy_sweep(hs, T, **kw)
         row["other_s"] = ts.seconds
         row["errors_other"] = errs
         row["max_rel_diff_errors"] = max(
-            abs(a - b) / b for k in errs for a, b in zip(res["errors"][k], errs[k], strict=True))
+            abs(a - b) / b for k in errs for a, b in zip(res.errors[k], errs[k], strict=True))
     emit(row)
 
 

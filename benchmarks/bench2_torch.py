@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from benchmarks._common import B2, Timer, emit
+from benchmarks._common import B2, Timer, emit, sweep
 
 
 def torch_sweep(X, Y, idx, theta0, hs, T, beta, rho, eps, hidden):
@@ -101,9 +101,10 @@ def torch_sweep(X, Y, idx, theta0, hs, T, beta, rho, eps, hidden):
 
 
 def main(quick: bool = False, skip_other: bool = False, long: bool = False):
-    import bea  # noqa: F401
+    import bea
     from bea.problems import batch_indices, mlp
-    from bea.sweep import sweep
+
+    bea.enable_x64()
 
     c = dict(B2)
     hs, T = c["hs"], c["T"] * (2 if long else 1)  # --long: N = 16 ... 256
@@ -112,15 +113,15 @@ def main(quick: bool = False, skip_other: bool = False, long: bool = False):
     kw = dict(beta=c["beta"], rho=c["rho"], eps=c["eps"])
     prob = mlp(seed=c["seed"], hidden=c["hidden"], num_examples=c["num_examples"])
     with Timer() as tb:
-        res = sweep(prob, "adam", hs, T, ("order1",), batch_size=c["batch_size"],
-                    seed=c["seed"], **kw)
+        res = sweep(prob, optimizer="adam", h=hs, T=T, fields=("order1",),
+                    batch_size=c["batch_size"], seed=c["seed"], **kw)
     steps = [round(T / h) for h in hs]
     row = {"bench": 2, "name": f"mini-batch MLP Adam order1, {len(hs)} h (N = {steps[0]} ... "
                                f"{steps[-1]})",
            "bea_s": tb.seconds, "steps": steps, "p": int(prob.theta0.size),
-           "errors_bea": res["errors"]["order1"], "solver": res["solver"]["order1"],
-           "tableau": res["tableau"]["order1"], "estimate": res["estimate"]["order1"],
-           "solver_error": res["solver_error"]["order1"], "slope": res["slopes"]["order1"]}
+           "errors_bea": res.errors["order1"], "solver": res.solver["order1"],
+           "tableau": res.tableau["order1"], "estimate": res.estimate["order1"],
+           "solver_error": res.solver_error["order1"], "slope": res.slopes["order1"]}
     if not skip_other:
         try:
             import torch  # noqa: F401
@@ -140,12 +141,12 @@ def main(quick: bool = False, skip_other: bool = False, long: bool = False):
         row["other_s"] = tt.seconds
         row["errors_other"] = errs
         row["max_rel_diff_errors"] = max(abs(a - b) / b for a, b in
-                                         zip(res["errors"]["order1"], errs, strict=True))
+                                         zip(res.errors["order1"], errs, strict=True))
         # bea's one fixed step per interval vs torchdiffeq's adaptive rtol 1e-12: the
         # errors may differ by bea's solver error (plus torch's, ~1e-12 relative)
         row["diff_within_solver_error"] = all(
             abs(a - b) <= s + 1e-10 * b for a, b, s in
-            zip(res["errors"]["order1"], errs, res["solver_error"]["order1"], strict=True))
+            zip(res.errors["order1"], errs, res.solver_error["order1"], strict=True))
     emit(row)
 
 

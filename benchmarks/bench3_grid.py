@@ -9,14 +9,14 @@ import sys
 
 import numpy as np
 
-from benchmarks._common import B3, Timer, emit
+from benchmarks._common import B3, Timer, emit, sweep
 
 
 def main(quick: bool = False, skip_other: bool = False):
-    import bea  # noqa: F401
-    from bea.grid import grid_sweep
+    import bea
     from bea.problems import bilinear
-    from bea.sweep import sweep
+
+    bea.enable_x64()
 
     c = dict(B3)
     hs, T = c["hs"], c["T"]
@@ -24,18 +24,19 @@ def main(quick: bool = False, skip_other: bool = False):
         hs = hs[:2]
     grid = {"beta": c["betas"], "rho": c["rhos"]}
     with Timer() as tg:
-        g = grid_sweep(bilinear(), "adam", hs, T, ("order0", "order1"), grid=grid, eps=c["eps"])
+        p = bilinear()
+        g = bea.grid(p.loss, p.theta0, p.data, grid=grid, optimizer="adam", h=hs, T=T,
+                     fields=("order0", "order1"), eps=c["eps"])
     row = {"bench": 3, "name": "16-point (beta, rho) grid, bilinear, vs 16 sequential runs",
-           "bea_s": tg.seconds, "steps": [round(T / h) for h in hs], "devices": g["devices"]}
+           "bea_s": tg.seconds, "steps": [round(T / h) for h in hs], "devices": g.devices}
     if not skip_other:
         with Timer() as ts:
-            seq = [sweep(bilinear(), "adam", hs, T, ("order0", "order1"), eps=c["eps"],
-                         beta=p["beta"], rho=p["rho"]) for p in g["params"]]
+            seq = [sweep(bilinear(), optimizer="adam", h=hs, T=T, fields=("order0", "order1"),
+                         eps=c["eps"], beta=q["beta"], rho=q["rho"]) for q in g.params]
         row["other_s"] = ts.seconds
         row["max_rel_diff_errors"] = max(
-            float(np.nanmax(np.abs(np.subtract(r["errors"][k], s["errors"][k]))
-                            / np.abs(s["errors"][k])))
-            for r, s in zip(g["results"], seq, strict=True) for k in ("order0", "order1"))
+            float(np.nanmax(np.abs(r.errors[k] - s.errors[k]) / np.abs(s.errors[k])))
+            for r, s in zip(g.results, seq, strict=True) for k in ("order0", "order1"))
     emit(row)
 
 

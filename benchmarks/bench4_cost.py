@@ -30,7 +30,7 @@ TABLEAU = "dopri5"  # what bea.sweep's auto solver tries first, and uses on thes
 
 
 def stages() -> int:
-    from bea.solve import TABLEAUS
+    from bea.integrate import TABLEAUS
 
     return len(TABLEAUS[TABLEAU]().tableau.c) + 1
 
@@ -54,9 +54,12 @@ def _gh_loop(loss, theta0, batches, M):
 
 
 def main(quick: bool = False, skip_other: bool = False):
-    import bea  # noqa: F401
-    from bea import sweep as sw
+    import bea
+    from bea import _programs as pg
     from bea.problems import batch_sequence, bilinear, mlp
+
+    bea.enable_x64()
+    hyper = (("beta", B1["beta"]), ("rho", B1["rho"]), ("eps", B1["eps"]))
 
     S = stages()
     rows = []
@@ -64,14 +67,13 @@ def main(quick: bool = False, skip_other: bool = False):
     p = bilinear()
     N = 10000 if quick else round(B1["T"] / B1["hs"][-1])
     h = 1.0 / N
-    loss = sw.compiled_loss(p, False)
-    args = (p.theta0, None, p.data, jnp.asarray(h), B1["beta"], B1["rho"], B1["eps"],
-            jnp.asarray(N))
-    t_disc = _time(lambda: sw._discrete(*args, optimizer="adam", N_max=N, mini=False,
-                                        loss=loss))
-    t_ode = _time(lambda: sw._ode(*args, optimizer="adam", kind="order1", N_max=N, mini=False,
-                                  rtol=1e-12, atol=1e-14, loss=loss, engine="closed",
-                                  method="fixed", tableau=TABLEAU))
+    loss = pg.compiled_loss(p, False)
+    args = (p.theta0, None, p.data, jnp.asarray(h), jnp.asarray(N), {})
+    prog = pg.Program("adam", N, False, hyper)
+    t_disc = _time(lambda: pg.discrete(*args, program=prog, loss=loss))
+    field = prog._replace(kind="order1", engine="closed")
+    t_ode = _time(lambda: pg.ode(*args, jnp.asarray(1), program=field, loss=loss,
+                                 method="fixed", tableau=TABLEAU))
     M = S * N
     t_floor = _time(_gh_loop(lambda t, b: loss(t, None), p.theta0, None, M), p.theta0)
     rows.append(dict(case=f"full batch, bilinear, N={N}", disc_s=t_disc, ode_s=t_ode,
@@ -82,13 +84,13 @@ def main(quick: bool = False, skip_other: bool = False):
     N = 16 if quick else round(c["T"] / c["hs"][-1])  # benchmark 2's longest run
     h = c["T"] / N
     batches = batch_sequence(q, c["batch_size"], N, c["seed"])
-    args = (q.theta0, batches, q.data, jnp.asarray(h), c["beta"], c["rho"], c["eps"],
-            jnp.asarray(N))
-    t_disc = _time(lambda: sw._discrete(*args, optimizer="adam", N_max=N, mini=True,
-                                        loss=q.loss))
-    t_ode = _time(lambda: sw._ode(*args, optimizer="adam", kind="order1", N_max=N, mini=True,
-                                  rtol=1e-12, atol=1e-14, loss=q.loss, engine="closed",
-                                  method="fixed", tableau=TABLEAU), reps=1)
+    args = (q.theta0, batches, q.data, jnp.asarray(h), jnp.asarray(N), {})
+    prog = pg.Program("adam", N, True, (("beta", c["beta"]), ("rho", c["rho"]),
+                                        ("eps", c["eps"])))
+    t_disc = _time(lambda: pg.discrete(*args, program=prog, loss=q.loss))
+    field = prog._replace(kind="order1", engine="closed")
+    t_ode = _time(lambda: pg.ode(*args, jnp.asarray(1), program=field, loss=q.loss,
+                                 method="fixed", tableau=TABLEAU), reps=1)
     # floor: sum_n (n+1) batch evaluations per stage = N(N+1)/2; measured on N batches
     per_batch = _time(_gh_loop(q.loss, q.theta0, batches, S), q.theta0) / N
     t_floor = per_batch * N * (N + 1) / 2

@@ -1,13 +1,11 @@
-"""Shared command-line plumbing: one-line errors with exit status 2, atomic file writes."""
+"""Shared command-line plumbing: one-line errors with exit status 2, float64 and the
+compilation cache. Files are written by bea's one atomic writer (bea._io)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
-import tempfile
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,27 +21,22 @@ def fail(prog: str, message: str) -> None:
     raise SystemExit(2)
 
 
-def _clean(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
+def cache_dir() -> str:
+    """Where JAX's persistent compilation cache lives: $BEA_JAX_CACHE, else
+    $XDG_CACHE_HOME/bea/jax (~/.cache/bea/jax), never the working directory."""
+    if os.environ.get("BEA_JAX_CACHE"):
+        return os.environ["BEA_JAX_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bea", "jax")
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and os.replace: a reader never
-    sees a half-written file."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def enable_compile_cache(max_bytes: int = 2 << 30) -> None:
+    """JAX's persistent compilation cache in :func:`cache_dir`, bounded to ``max_bytes``
+    (least recently used entries go first): a repeated command loads its programs instead
+    of compiling them."""
+    import jax
 
-
-def write_json(path: str, obj) -> None:
-    """JSON with NaN/inf written as null (strict JSON), atomically."""
-    write_atomic(path, json.dumps(_clean(obj), indent=2) + "\n")
+    jax.config.update("jax_compilation_cache_dir", cache_dir())
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", max_bytes)

@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    import bea  # noqa: F401  (float64)
+    import bea
+
+    bea.enable_x64()  # before any array: the figures are float64 computations
     from bea import bilinear as B
 
     start = time.perf_counter()

@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         jax.distributed.initialize()
 
+    if args.dtype == "float64":  # before any array exists (bea changes no setting itself)
+        import bea
+
+        bea.enable_x64()
     from bea.nn.data import DataError
     from bea.nn.train import ConfigError, TrainConfig, run, summaries_table, validate
 

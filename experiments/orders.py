@@ -1,0 +1,163 @@
+"""python -m experiments.orders: the measured-order table of docs/orders.md, from its runs.
+
+    python -m experiments.orders run [NAME ...]   # run the sweeps into results/orders/NAME/
+    python -m experiments.orders report           # rewrite docs/orders.md's tables from them
+    python -m experiments.orders list             # the sweeps and their commands
+
+Every row of the table is one ``python -m experiments.convergence`` command (the CLI's own
+defaults fill in what it does not say), run into ``results/orders/NAME`` and read back from
+its ``convergence.json``: the documentation shows what the command prints, and nothing is
+pasted by hand. ``make orders`` runs and reports them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+from typing import NamedTuple
+
+from experiments._cli import Parser, fail
+
+PROG = "python -m experiments.orders"
+RESULTS = "results/orders"
+DOC = "docs/orders.md"
+BEGIN, END = "<!-- orders:begin (python -m experiments.orders report) -->", "<!-- orders:end -->"
+
+
+class Sweep(NamedTuple):
+    name: str
+    what: str
+    args: str  # experiments.convergence flags
+
+
+_BILINEAR = "--fields order0 order1 order1_typo limit"
+_CENTERED = ("--problem mlp_centered --batch-size 8 --beta 0.5 --rho 0.7 --eps 0.1 --T 0.25 "
+             "--h 0.025 0.0125 0.00625 0.003125")
+SWEEPS = [
+    Sweep("bilinear_adam", "bilinear, full-batch Adam (Remark 3.7), short memory", _BILINEAR),
+    Sweep("bilinear_rmsprop", "bilinear, full-batch RMSProp (Remark 3.4), short memory",
+          f"--optimizer rmsprop {_BILINEAR}"),
+    Sweep("bilinear_adam_practical", "bilinear, full-batch Adam at (0.9, 0.999), 10^4 to "
+          "8x10^4 steps", "--beta 0.9 --rho 0.999 --eps 1e-3 --T 1 "
+          "--h 1e-4 5e-5 2.5e-5 1.25e-5"),
+    Sweep("logistic_gd", "logistic regression, gradient descent (Barrett-Dherin)",
+          "--problem logistic --optimizer gd --T 1 --h 0.1 0.05 0.025 0.0125"),
+    Sweep("logistic_heavy_ball", "logistic regression, heavy ball beta 0.7 (Ghosh et al.)",
+          "--problem logistic --optimizer heavy_ball --beta 0.7 --T 2 "
+          "--h 0.02 0.01 0.005 0.0025"),
+    Sweep("mlp_adam", "tanh MLP on digits (p = 1210), mini-batch 16, Adam (Theorem 3.6)",
+          "--problem mlp --batch-size 16 --T 0.08 --h 0.01 0.005 0.0025 0.00125"),
+    Sweep("mlp_rmsprop", "the same, RMSProp (Theorem 3.3)",
+          "--problem mlp --optimizer rmsprop --batch-size 16 --T 0.08 "
+          "--h 0.01 0.005 0.0025 0.00125"),
+    Sweep("bilinear_adam_generic", "bilinear Adam through the generic engine (equals the "
+          "closed form)", "--engine generic"),
+    Sweep("generic_adam_eps_outside", "centred digits MLP, mini-batch 8, Kingma-Ba Adam "
+          "(generic engine)", f"--optimizer adam_eps_outside {_CENTERED}"),
+    Sweep("generic_adamw", "the same, optax.adamw, weight decay 0.1",
+          f"--optimizer adamw {_CENTERED}"),
+    Sweep("generic_nesterov", "the same, optax.sgd(momentum=0.5, nesterov=True)",
+          f"--optimizer nesterov {_CENTERED}"),
+    Sweep("generic_rmsprop_centered", "the same, optax.rmsprop(centered=True)",
+          f"--optimizer rmsprop_centered {_CENTERED}"),
+]
+BY_NAME = {s.name: s for s in SWEEPS}
+
+
+def command(s: Sweep) -> str:
+    return f"python -m experiments.convergence {s.args}"
+
+
+def run(names: list[str], results: str = RESULTS) -> None:
+    from experiments import convergence
+
+    for name in names:
+        s = BY_NAME[name]
+        print(f"== {name}: {command(s)}", flush=True)
+        t0 = time.perf_counter()
+        rc = convergence.main([*shlex.split(s.args), "--out", os.path.join(results, name)])
+        if rc:
+            fail(PROG, f"{name} failed with status {rc}")
+        print(f"   {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def _fmt(x: float, spec: str) -> str:
+    return "–" if x != x else format(x, spec)
+
+
+def table(results: str = RESULTS) -> str:
+    """The markdown table of every sweep whose results exist under ``results``."""
+    from bea.result import SweepResult
+
+    rows = ["| sweep | field | errors (coarsest h → finest h) | local slopes | fitted slope "
+            "| solve | seconds |", "|---|---|---|---|---|---|---|"]
+    missing = []
+    for s in SWEEPS:
+        path = os.path.join(results, s.name, "convergence.json")
+        if not os.path.exists(path):
+            missing.append(s.name)
+            continue
+        r = SweepResult.load(path)
+        h = r.h
+        for i, k in enumerate(r.fields):
+            e = r.errors[k]
+            floor = " (* at floor)" if r.floor[k].any() else ""
+            local = ", ".join(_fmt(x, ".2f") for x in r.local_slopes[k])
+            solve = "/".join(sorted({t or "adaptive" for t in r.tableau[k]}))
+            name = f"`{s.name}`" if i == 0 else ""
+            secs = f"{r.seconds:.1f}" if i == 0 else ""
+            rows.append(f"| {name} | {k} | {_fmt(e[0], '.2e')} → {_fmt(e[-1], '.2e')}{floor} "
+                        f"| {local} | **{_fmt(r.slopes[k], '.3f')}** | {solve} | {secs} |")
+        rows.append(f"| | h = {h[0]:g} … {h[-1]:g}, N = {r.N[0]} … {r.N[-1]} | | | | | |")
+    if missing:
+        rows.append(f"\n(not run yet: {', '.join(missing)})")
+    return "\n".join(rows)
+
+
+def commands() -> str:
+    return "\n".join(f"| `{s.name}` | {s.what} | `{command(s)}` |" for s in SWEEPS)
+
+
+def report(results: str = RESULTS, doc: str = DOC) -> str:
+    """Rewrite the generated part of ``doc`` (between the markers) from ``results``."""
+    from bea._io import write_atomic
+
+    with open(doc) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{doc} has no generated section ({BEGIN} ... {END})")
+    body = ("| sweep | what | command |\n|---|---|---|\n" + commands() + "\n\n" + table(results))
+    new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{body}\n{END}",
+                 text, flags=re.S)
+    write_atomic(doc, new)
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=["run", "report", "list"])
+    p.add_argument("names", nargs="*", help="sweeps to run (default: all)")
+    p.add_argument("--results", default=RESULTS, help="where the runs are written/read")
+    p.add_argument("--doc", default=DOC, help="the document whose table is rewritten")
+    args = p.parse_args(argv)
+    for n in args.names:
+        if n not in BY_NAME:
+            fail(PROG, f"unknown sweep {n!r}; choose from {', '.join(BY_NAME)}")
+    if args.action == "list":
+        print("\n".join(f"{s.name:<28} {command(s)}" for s in SWEEPS))
+    elif args.action == "run":
+        run(args.names or list(BY_NAME), args.results)
+    else:
+        try:
+            report(args.results, args.doc)
+        except (OSError, ValueError) as e:
+            fail(PROG, str(e))
+        print(f"rewrote the tables of {args.doc} from {args.results}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,12 +36,13 @@ from jaxtyping import PyTree
 
 from bea import _programs, measure
 from bea import optimizer_registry as registry
-from bea.optimizers import check_hyperparameters, first_nonfinite
+from bea.measure import first_nonfinite
+from bea.optimizers import check_hyperparameters
 from bea.precision import check_float64_loss, float64
 from bea.problems import Problem, as_problem, batch_sequence
 from bea.result import GridResult, SweepResult
 
-__all__ = ["SweepConfig", "sweep", "grid", "num_steps"]
+__all__ = ["SweepConfig", "sweep", "grid"]
 
 HYPER = ("beta", "rho", "eps")
 DEFAULT_HYPER = {"beta": 0.9, "rho": 0.999, "eps": 1e-8}  # optax's Adam defaults

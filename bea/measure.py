@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["global_error", "fit_slope", "local_slopes", "roundoff_floor", "at_floor"]
+__all__ = ["global_error", "fit_slope", "local_slopes", "roundoff_floor", "at_floor",
+           "first_nonfinite"]
 
 
 def global_error(ode: Float[Array, "N+1 p"], discrete: Float[Array, "N+1 p"]) -> float:
@@ -53,3 +54,9 @@ def roundoff_floor(discrete: Float[Array, "N+1 p"]) -> float:
 def at_floor(err: float, solver_error: float, roundoff: float, factor: float = 10.0) -> bool:
     """True if ``err`` is within ``factor`` of the solver error or the round-off floor."""
     return bool(np.isfinite(err) and err < factor * max(solver_error, roundoff))
+
+
+def first_nonfinite(path: Float[Array, "n ..."]) -> int | None:
+    """Index of the first row of ``path`` holding a NaN or inf, or None if all are finite."""
+    bad = ~np.all(np.isfinite(np.asarray(path).reshape(len(path), -1)), axis=1)
+    return int(np.argmax(bad)) if bad.any() else None

@@ -37,7 +37,6 @@ __all__ = [
     "rmsprop_eps_outside",
     "ScaleByAdamState",
     "trajectory",
-    "first_nonfinite",
     "check_hyperparameters",
 ]
 
@@ -203,9 +202,3 @@ def trajectory(
     _, thetas = jax.lax.scan(masked_step, (theta0, optimizer.init(theta0)),
                              (jnp.arange(num_steps), xs))
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), theta0, thetas)
-
-
-def first_nonfinite(path: Float[Array, "n ..."]) -> int | None:
-    """Index of the first row of ``path`` holding a NaN or inf, or None if all are finite."""
-    bad = ~np.all(np.isfinite(np.asarray(path).reshape(len(path), -1)), axis=1)
-    return int(np.argmax(bad)) if bad.any() else None

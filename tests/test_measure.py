@@ -4,7 +4,10 @@ import math
 
 import numpy as np
 
+import bea
 from bea import measure
+from bea.optimizers import trajectory
+from bea.problems import bilinear
 
 
 def test_slopes_of_exact_power_laws():
@@ -41,3 +44,12 @@ def test_floor_flags():
     assert measure.at_floor(5e-14, 1e-14, 1e-16)
     assert not measure.at_floor(1e-6, 1e-14, 1e-16)
     assert not measure.at_floor(math.nan, 1e-14, 1e-16)
+
+
+def test_first_nonfinite_reports_the_step():
+    p = bilinear()
+    path = trajectory(bea.gd(0.2), p.loss, p.theta0, None, 60, data=p.data)  # unstable
+    k = measure.first_nonfinite(path)
+    assert k is not None and 0 < k <= 60
+    assert np.all(np.isfinite(np.asarray(path[:k])))
+    assert measure.first_nonfinite(path[:k]) is None

@@ -8,7 +8,7 @@ import pytest
 from _helpers import rel
 
 import bea
-from bea.optimizers import check_hyperparameters, first_nonfinite, trajectory
+from bea.optimizers import check_hyperparameters, trajectory
 from bea.problems import batch_sequence, bilinear, mlp
 
 N = 200
@@ -74,15 +74,6 @@ def test_active_steps_pads_without_changing_the_prefix(net):
     padded = trajectory(opt, p.loss, p.theta0, batches, 120, data=p.data, active_steps=50)
     np.testing.assert_array_equal(padded[:51], plain)
     np.testing.assert_array_equal(padded[51:], jnp.broadcast_to(plain[-1], padded[51:].shape))
-
-
-def test_first_nonfinite_reports_the_step():
-    p = bilinear()
-    path = trajectory(bea.gd(0.2), p.loss, p.theta0, None, 60, data=p.data)  # unstable
-    k = first_nonfinite(path)
-    assert k is not None and 0 < k <= 60
-    assert np.all(np.isfinite(np.asarray(path[:k])))
-    assert first_nonfinite(path[:k]) is None
 
 
 @pytest.mark.parametrize("kw, needle", [

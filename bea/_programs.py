@@ -120,3 +120,17 @@ def ode(theta0: Float[Array, " p"], batches: PyTree | None, data: PyTree,
                                 atol=program.atol, active_steps=N, method="adaptive")
 
     return per_combination(one, traced, program.static)
+
+
+@partial(jax.jit, static_argnames=("program", "loss"))
+def field_at_start(theta0: Float[Array, " p"], batches: PyTree | None, data: PyTree,
+                   h: Float[Array, ""], traced: dict, *, program: Program,
+                   loss: Callable) -> Float[Array, "C p"]:
+    """The field ``program.kind`` at n = 0 and theta0, for every combination: where a solve
+    fails on its first interval, this tells a field that is not defined there (NaN) from a
+    step the solver could not take."""
+
+    def one(beta, rho, eps):
+        return field(program, loss, batches, data, h, beta, rho, eps)(0, theta0)
+
+    return per_combination(one, traced, program.static)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -147,6 +148,7 @@ class _Point(NamedTuple):
     tableau: str | None
     estimate: str | None
     ode_diverged_at: int | None
+    outside: bool = False
 
 
 _NAN_POINT = _Point(float("nan"), float("nan"), False, None, None, None, None)
@@ -266,6 +268,61 @@ def _split_hyper(combos: list[dict], mesh: Mesh | None) -> tuple[tuple, dict]:
     return tuple(static), traced
 
 
+def _memory_available() -> float:
+    """Bytes the sweep may use: the accelerator's memory limit, or the host's available
+    memory (Linux /proc/meminfo; physical memory elsewhere)."""
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return float(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _check_memory(problem: Problem, cfg: SweepConfig, C: int) -> None:
+    """Refuse, naming h and N, a ladder whose padded paths cannot fit in memory: the
+    discrete path, a solve and its halving reference, (N_max + 1) x p float64 each, for
+    every combination, and the batch history."""
+    N_max, p = max(cfg.N), int(problem.theta0.size)
+    need = 4 * 8 * C * (N_max + 1) * p
+    if cfg.batch_size is not None and problem.num_examples:
+        per_example = sum(np.asarray(x[:1]).nbytes for x in
+                          jax.tree_util.tree_leaves(problem.data))
+        need += N_max * cfg.batch_size * per_example
+    have = _memory_available()
+    if need > 0.8 * have:
+        h = min(cfg.h)
+        raise ValueError(f"h={h!r} needs N={N_max} steps: about {need / 2**30:.1f} GiB for "
+                         f"{C} combination(s) of {p} parameters, more than the "
+                         f"{have / 2**30:.1f} GiB available; use a larger h or a shorter T")
+
+
+def _nan_cause(problem: Problem, batches, mini: bool) -> str:
+    """Why a field can be NaN at theta0, where it can be known: gradient components that
+    are exactly 0 there (an update with eps outside a square root is not differentiable
+    at nu = 0)."""
+    grad = jax.grad(problem.loss)
+    if mini:
+        g = jax.vmap(grad, in_axes=(None, 0))(problem.theta0, jax.tree_util.tree_map(
+            lambda b: b[:1], batches))[0]
+    else:
+        g = grad(problem.theta0, problem.data)
+    zero = int(np.sum(np.asarray(g) == 0))
+    if zero:
+        return (f"{zero} of the {g.size} gradient components are exactly 0 at theta0, where "
+                "an update with eps outside a square root, g/(sqrt(nu) + eps), is not "
+                "differentiable; use an eps-inside optimizer or data without constant "
+                "features (e.g. --problem mlp_centered)")
+    return "the loss or the update is not differentiable (smooth enough) at theta0"
+
+
 def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
          shard_history: bool = False) -> list[SweepResult]:
     """The one path: every h of the ladder (coarsest first: its run checks the embedded
@@ -274,6 +331,7 @@ def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     mini = cfg.batch_size is not None
     N_max = max(cfg.N)
     C = len(combos)
+    _check_memory(problem, cfg, C)
     mesh = _mesh() if C > 1 else None
     static, traced = _split_hyper(combos, mesh)
     batches = batch_sequence(problem, cfg.batch_size, N_max, cfg.seed) if mini else None
@@ -300,8 +358,16 @@ def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
                 return _programs.ode(*args, traced, substeps, program=program, loss=loss,
                                      method=method, tableau=tableau or "dopri8")
 
+            def check_start(program=program, args=args, kind=kind):
+                f0 = _fetch(_programs.field_at_start(*args[:4], traced, program=program,
+                                                     loss=loss))[:C]
+                if not np.all(np.isfinite(f0)):
+                    opt = cfg.to_dict()["optimizer"]
+                    raise ValueError(f"field {kind!r} of {opt} is NaN/inf at theta0: "
+                                     f"{_nan_cause(problem, batches, mini)}")
+
             got = _solve_measured(call, disc, N, cfg.solver, [t[kind] for t in trust],
-                                  [b is None for b in bad])
+                                  [b is None for b in bad], check_start)
             for i in range(C):
                 per[i][kind] = got[i]
         for i in range(C):
@@ -315,11 +381,14 @@ def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
 
 
 def _solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: list[dict],
-                    live: list[bool]) -> list[_Point]:
+                    live: list[bool], check_start: Callable[[], None] | None = None
+                    ) -> list[_Point]:
     """Solve one field for every combination as ``solver`` says (:data:`ATTEMPTS`),
     measuring the solver error, and return one point per combination. ``trust[i]``
     (tableau -> bool) records whether combination i's embedded bound passed its halving
-    check; a tableau not yet checked is checked here and recorded (mutating ``trust``)."""
+    check; a tableau not yet checked is checked here and recorded (mutating ``trust``).
+    A path that is not finite from its first interval on calls ``check_start`` (which
+    raises if the field itself is NaN at theta0) before anything else is tried."""
     C = len(live)
     roundoff = [measure.roundoff_floor(d) for d in disc]
     best: list[dict | None] = [None] * C
@@ -329,6 +398,9 @@ def _solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: list[dic
             break
         ys, serr = call(method, tableau, _ONE)
         ys, serr = _fetch(ys)[:C, : N + 1], _fetch(serr)[:C]
+        if check_start is not None and any(first_nonfinite(ys[i]) == 1 for i in todo):
+            check_start()
+            check_start = None
         errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
         est = ["refined" if method == "adaptive" else "embedded"] * C
         check = [i for i in todo if method == "fixed" and (
@@ -354,7 +426,8 @@ def _solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: list[dic
             continue
         out.append(_Point(r["error"], r["solver_error"],
                           measure.at_floor(r["error"], r["solver_error"], roundoff[i]),
-                          r["solver"], r["tableau"], r["estimate"], first_nonfinite(r["ys"])))
+                          r["solver"], r["tableau"], r["estimate"], first_nonfinite(r["ys"]),
+                          measure.outside_expansion(r["error"], r["ys"])))
     return out
 
 
@@ -367,12 +440,14 @@ def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[s
 
     errors = {k: col(k, "error") for k in cfg.fields}
     floor = {k: col(k, "floor", bool) for k in cfg.fields}
+    outside = {k: col(k, "outside", bool) for k in cfg.fields}
     return SweepResult(
         config=cfg.to_dict() | ({} if callable(cfg.optimizer) else hyper),
         problem=problem.name, h=h, N=np.asarray(cfg.N),
         errors=errors, solver_error={k: col(k, "solver_error") for k in cfg.fields},
-        floor=floor,
-        slopes={k: measure.fit_slope(h, errors[k], use=~floor[k]) for k in cfg.fields},
+        floor=floor, outside=outside,
+        slopes={k: measure.fit_slope(h, errors[k], use=~(floor[k] | outside[k]))
+                for k in cfg.fields},
         local_slopes={k: np.asarray(measure.local_slopes(h, errors[k])) for k in cfg.fields},
         solver={k: tuple(p[k].solver for p in points) for k in cfg.fields},
         tableau={k: tuple(p[k].tableau for p in points) for k in cfg.fields},

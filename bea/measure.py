@@ -5,7 +5,8 @@
 The order is the least-squares slope of log err against log h over a ladder of h at a
 fixed horizon T; local slopes between neighbouring h show the approach to it. A point
 whose error is within ``factor`` of the solver error or of float64 round-off is at the
-floor: it is flagged and left out of the fit, never silently fitted.
+floor, and one whose error is as large as the motion it describes is outside the expansion:
+both are flagged and left out of the fit, never silently fitted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 __all__ = ["global_error", "fit_slope", "local_slopes", "roundoff_floor", "at_floor",
-           "first_nonfinite"]
+           "outside_expansion", "first_nonfinite"]
 
 
 def global_error(ode: Float[Array, "N+1 p"], discrete: Float[Array, "N+1 p"]) -> float:
@@ -54,6 +55,17 @@ def roundoff_floor(discrete: Float[Array, "N+1 p"]) -> float:
 def at_floor(err: float, solver_error: float, roundoff: float, factor: float = 10.0) -> bool:
     """True if ``err`` is within ``factor`` of the solver error or the round-off floor."""
     return bool(np.isfinite(err) and err < factor * max(solver_error, roundoff))
+
+
+def outside_expansion(err: float, ode: Float[Array, "N+1 p"]) -> bool:
+    """True where the error is at least the distance the modified flow travels,
+    max_n ||theta~(nh) - theta~(0)||: the expansion then explains nothing (the run left the
+    region where it means anything, e.g. a discrete run that blew up at a step size beyond
+    its stability limit). Such points are flagged and left out of the fit, like floor points."""
+    ys = np.asarray(ode)
+    with np.errstate(over="ignore", invalid="ignore"):
+        travel = float(np.max(np.linalg.norm(ys - ys[0], axis=-1)))
+    return bool(np.isfinite(err) and not err < travel)
 
 
 def first_nonfinite(path: Float[Array, "n ..."]) -> int | None:

@@ -30,8 +30,10 @@ class SweepResult:
 
     Per field (a key of ``errors``): ``errors`` and ``solver_error`` (arrays over ``h``,
     coarsest first; NaN where the discrete run diverged), ``floor`` (True where the error
-    is within 10x of the solver error or the round-off floor: left out of the fit),
-    ``slopes`` (least-squares slope of log error on log h over the points not at the floor),
+    is within 10x of the solver error or the round-off floor), ``outside`` (True where the
+    error is as large as the distance the modified flow travels: the expansion explains
+    nothing there), ``slopes`` (least-squares slope of log error on log h over the points
+    neither at the floor nor outside),
     ``local_slopes`` (between neighbouring h), and per h the ``solver`` ('fixed' or
     'adaptive'), its ``tableau`` and how its error was measured (``estimate``: 'embedded',
     'halving' or 'refined'). ``diverged_at`` maps an h whose discrete run produced NaN/inf
@@ -45,6 +47,7 @@ class SweepResult:
     errors: dict[str, np.ndarray]
     solver_error: dict[str, np.ndarray]
     floor: dict[str, np.ndarray]
+    outside: dict[str, np.ndarray]
     slopes: dict[str, float]
     local_slopes: dict[str, np.ndarray]
     solver: dict[str, tuple]
@@ -75,6 +78,7 @@ class SweepResult:
         return cls(config=d["config"], problem=d["problem"], h=arr(d["h"]),
                    N=np.asarray(d["N"], int), **per,
                    floor={f: np.asarray(v, bool) for f, v in d["floor"].items()},
+                   outside={f: np.asarray(v, bool) for f, v in d["outside"].items()},
                    slopes={f: np.nan if v is None else float(v)
                            for f, v in d["slopes"].items()},
                    local_slopes={f: arr(v) for f, v in d["local_slopes"].items()},
@@ -117,19 +121,31 @@ class SweepResult:
             errs = []
             for k in fields:
                 e = self.errors[k][i]
-                mark = "*" if self.floor[k][i] else " "
-                errs.append(f"{e:11.3e}{mark}" if np.isfinite(e) else f"{'diverged':>12}")
+                mark = "*" if self.floor[k][i] else "!" if self.outside[k][i] else " "
+                nan = "diverged" if h in self.diverged_at else "field NaN"
+                errs.append(f"{e:11.3e}{mark}" if np.isfinite(e) else f"{nan:>12}")
             loc = []
             for k in fields:
                 s = self.local_slopes[k][i - 1] if i > 0 else np.nan
                 loc.append(f"{s:11.3f}" if np.isfinite(s) else f"{'':>11}")
             lines.append(f"{h:>10.4g} {int(self.N[i]):>7d} " + " ".join(errs) + " | "
                          + " " * 11 + " ".join(loc))
-        lines.append("fitted slope " + "  ".join(f"{k}: {self.slopes[k]:.3f}" for k in fields))
+        lines.append("fitted slope " + "  ".join(
+            f"{k}: {self.slopes[k]:.3f}" if np.isfinite(self.slopes[k]) else
+            f"{k}: - (fewer than two usable points)" for k in fields))
         if any(np.any(f) for f in self.floor.values()):
             lines.append("* at the solver/round-off floor: left out of the fit")
+        if any(np.any(f) for f in self.outside.values()):
+            lines.append("! as large as the motion it describes (the run left the range of "
+                         "the expansion): left out of the fit")
         for h, step in self.diverged_at.items():
             lines.append(f"h={h:g}: the discrete run diverged (NaN/inf) at step {step}")
+        for k in fields:
+            for h, step in zip(self.h, self.ode_diverged_at[k], strict=True):
+                if step is not None and h not in self.diverged_at:
+                    lines.append(f"h={h:g}: the {k} field is NaN/inf from step {step - 1} on "
+                                 "(the discrete run is finite: the field is not defined "
+                                 "there; is the loss smooth enough?)")
         return "\n".join(lines)
 
     def title(self) -> str:

@@ -4,16 +4,68 @@ compilation cache. Files are written by bea's one atomic writer (bea._io)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
+import tempfile
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line naming the offending value, exit 2."""
+    """An ArgumentParser whose errors are one line naming the offending value, exit 2, and
+    that reads any negative number (``--eps -1e-3``) as a value, so the check that refuses
+    it can name it."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
 
     def error(self, message):  # noqa: D401 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
+
+
+def number(text: str) -> float:
+    """An argparse type: a float, with the text named when it is not one or overflows
+    (``1e400`` would silently become inf)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isinf(x) and "inf" not in text.lower():
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond the float range")
+    return x
+
+
+def integer(text: str) -> int:
+    """An argparse type: an integer, the text named when it is not one."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def check_out_dir(path: str, files: tuple[str, ...] = ()) -> list[str]:
+    """Make sure results can be written to directory ``path`` before computing them,
+    creating nothing: raise ValueError (one line) if it is empty, a file, below a file, or
+    not writable. Returns those of ``files`` that already exist there (and will be
+    replaced)."""
+    if not path:
+        raise ValueError("--out is empty: give a directory")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out {path!r} exists and is not a directory")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"--out {path!r} lies below {probe!r}, which is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {path!r} is not writable ({probe}: {e.strerror})") from None
+    return [f for f in files if os.path.exists(os.path.join(path, f))]
 
 
 def fail(prog: str, message: str) -> None:

@@ -13,11 +13,11 @@ one line on stderr.
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
 import time
 
-from experiments._cli import Parser, fail  # noqa: E402
+from experiments._cli import Parser, check_out_dir, fail
 
 PROG = "experiments.bilinear"
 
@@ -43,8 +43,10 @@ def _check(args) -> tuple[int, int]:
         dpi = 0
     if not 20 <= dpi <= 300:
         fail(PROG, f"--dpi must be an integer in [20, 300], got {args.dpi!r}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        fail(PROG, f"--out {args.out!r} exists and is not a directory")
+    try:
+        check_out_dir(args.out)
+    except ValueError as e:
+        fail(PROG, str(e))
     return int(args.figure), dpi
 
 
@@ -61,6 +63,7 @@ def _draw(figure: int, results, contours: str, path: str, dpi: int) -> None:
     import numpy as np
 
     from bea import bilinear as B
+    from bea._io import write_atomic
 
     eps = B.EPS if contours == "perturbed" else None
     cx = np.asarray(B.cross())
@@ -111,14 +114,15 @@ def _draw(figure: int, results, contours: str, path: str, dpi: int) -> None:
                  f"eps = {B.EPS:g}, T = {B.T:g}; grey: contours of {what}; "
                  f"drift = change of lim ||grad E||_1/sqrt(2E)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
+    write_atomic(path, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     figure, dpi = _check(args)
-    os.makedirs(args.out, exist_ok=True)
 
     import numpy as np
 
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     bea.enable_x64()  # before any array: the figures are float64 computations
     from bea import bilinear as B
+    from bea._io import write_json
 
     start = time.perf_counter()
     results = B.figure_records(figure)
@@ -146,8 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     png = os.path.join(args.out, f"figure{figure}.png")
     _draw(figure, results, args.contours, png, dpi)
     out["seconds"] = round(time.perf_counter() - start, 2)
-    with open(os.path.join(args.out, f"figure{figure}.json"), "w") as fh:
-        json.dump(out, fh, indent=1)
+    write_json(os.path.join(args.out, f"figure{figure}.json"), out)
     print(f"{'vary':>5} {'h':>8} {'beta':>5} {'rho':>5} {'nu(T)':>8} {'drift':>8} "
           f"{'pred':>4} {'obs':>4} {'|gradE|_1(T)':>12} {'dist1':>8} {'dist0':>8}")
     for panel in out["panels"]:

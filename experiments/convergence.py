@@ -8,9 +8,10 @@ convergence.json, convergence.csv and convergence.png under --out.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from experiments._cli import Parser, enable_compile_cache, fail
+from experiments._cli import Parser, check_out_dir, enable_compile_cache, fail, integer, number
 
 PROG = "python -m experiments.convergence"
 DEFAULT_H = [0.04, 0.02, 0.01, 0.005]
@@ -31,17 +32,17 @@ def parser() -> Parser:
                    help="derive the fields from the paper's closed forms or by the generic "
                         "construction (docs/math.md, section 5; default: closed where it "
                         "exists)")
-    p.add_argument("--beta", type=float, default=0.5, help="momentum / first-moment decay")
-    p.add_argument("--rho", type=float, default=0.7, help="second-moment decay")
-    p.add_argument("--eps", type=float, default=1e-3)
-    p.add_argument("--T", type=float, default=1.0, help="horizon; T/h must be an integer")
-    p.add_argument("--h", type=float, nargs="*", default=DEFAULT_H, help="step sizes")
-    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (else full)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the problem and batch sequence")
+    p.add_argument("--beta", type=number, default=0.5, help="momentum / first-moment decay")
+    p.add_argument("--rho", type=number, default=0.7, help="second-moment decay")
+    p.add_argument("--eps", type=number, default=1e-3)
+    p.add_argument("--T", type=number, default=1.0, help="horizon; T/h must be an integer")
+    p.add_argument("--h", type=number, nargs="*", default=DEFAULT_H, help="step sizes")
+    p.add_argument("--batch-size", type=integer, default=None, help="mini-batch size (else full)")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the problem and batch sequence")
     p.add_argument("--fields", nargs="*", default=["order0", "order1"],
                    help=f"any of {' '.join(registry.FIELDS)}")
-    p.add_argument("--rtol", type=float, default=1e-12, help="ODE relative tolerance")
-    p.add_argument("--atol", type=float, default=1e-14, help="ODE absolute tolerance")
+    p.add_argument("--rtol", type=number, default=1e-12, help="ODE relative tolerance")
+    p.add_argument("--atol", type=number, default=1e-14, help="ODE absolute tolerance")
     p.add_argument("--out", default="results/convergence", help="output directory")
     p.add_argument("--grid", nargs="+", default=None, metavar="NAME=v1,v2",
                    help="sweep every combination of beta/rho/eps values in one vmapped, "
@@ -66,9 +67,9 @@ def parse_grid(specs: list[str]) -> dict[str, list[float]]:
         if name in grid:
             raise ValueError(f"{name!r} given twice in --grid")
         try:
-            grid[name] = [float(v) for v in vals.split(",")]
-        except ValueError:
-            raise ValueError(f"grid item {spec!r}: values must be numbers") from None
+            grid[name] = [number(v) for v in vals.split(",")]
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"grid item {spec!r}: {e}") from None
     return grid
 
 
@@ -91,6 +92,9 @@ def main(argv=None) -> int:
         if args.problem == "bilinear" and args.batch_size is not None:
             raise ValueError("the bilinear problem has one example: drop --batch-size")
         grid = parse_grid(args.grid) if args.grid else None
+        names = ("grid.json",) if grid else ("convergence.json", "convergence.csv",
+                                             "convergence.png")
+        replaced = check_out_dir(args.out, names)
         problem = make_problem(args.problem, seed=args.seed)
         where = (f"mini-batch {args.batch_size}" if args.batch_size else "full batch")
         print(f"{args.optimizer} ({cfg.engine} fields) on {args.problem} ({where}), "
@@ -107,6 +111,9 @@ def main(argv=None) -> int:
                   progress=progress, **extra, **config)
     except ValueError as e:
         fail(PROG, str(e))
+    if replaced:
+        print(f"replacing {', '.join(replaced)} of an earlier run in {args.out}",
+              file=sys.stderr)
     res.save(args.out, plot=True)
     print(res.table())
     if grid:

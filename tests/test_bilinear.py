@@ -155,18 +155,27 @@ def test_first_order_ode_explains_the_drift(ode_runs):
 # --- the command line ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, bad", [
-    (["--figure", "3", "--out", "x"], "'3'"),
-    (["--figure", "1", "--out", "x", "--dpi", "abc"], "'abc'"),
-    (["--figure", "1", "--out", "x", "--contours", "two-norm"], "'two-norm'"),
+    (["--figure", "3"], "'3'"), (["--figure", "abc"], "'abc'"), (["--figure", "-1"], "'-1'"),
+    (["--figure", "1", "--dpi", "abc"], "'abc'"), (["--figure", "1", "--dpi", "19"], "'19'"),
+    (["--figure", "1", "--dpi", "1.5"], "'1.5'"),
+    (["--figure", "1", "--contours", "two-norm"], "'two-norm'"),
+    (["--figure", "1", "--out", "FILE"], "not a directory"),
+    (["--figure", "1", "--out", "FILE/below"], "not a directory"),
+    (["--figure", "1", "--out", ""], "empty"),
 ])
-def test_cli_bad_input_is_one_line_exit_2(argv, bad, capsys):
+def test_cli_bad_input_is_one_line_exit_2(argv, bad, capsys, tmp_path):
     from experiments import bilinear as cli
 
+    (tmp_path / "FILE").write_text("x")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and bad in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_writes_png_and_json(tmp_path, monkeypatch, ode_runs):

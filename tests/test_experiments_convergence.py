@@ -15,30 +15,77 @@ def run(*args, tmp_path=None):
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--h", "-0.1"], "-0.1"),
-    (["--h", "0"], "0.0"),
-    (["--h"], "empty"),
-    (["--beta", "1"], "beta"),
-    (["--beta", "-0.1"], "-0.1"),
-    (["--rho", "0"], "rho"),
-    (["--rho", "1.5"], "1.5"),
-    (["--eps", "0"], "eps"),
-    (["--eps=-1e-3"], "-0.001"),
-    (["--T", "1", "--h", "0.03"], "0.03"),
-    (["--problem", "cifar"], "cifar"),
-    (["--optimizer", "sgdx"], "sgdx"),
-    (["--fields", "order3"], "order3"),
-    (["--beta", "abc"], "abc"),
+BATTERY = [  # (flags, a piece of the one line that must name the value)
+    (["--h", "-0.1"], "-0.1"), (["--h", "0"], "0.0"), (["--h"], "empty"),
+    (["--h", "0.01", "0.01"], "given twice"), (["--h", "nan"], "nan"), (["--h", "inf"], "inf"),
+    (["--h", "1e-9"], "N=1000000000"), (["--h", "abc"], "'abc'"),
+    (["--T", "1", "--h", "0.03"], "0.03"), (["--T", "0"], "T must"), (["--T", "1e400"], "1e400"),
+    (["--T", "-1"], "-1"),
+    (["--beta", "1"], "beta"), (["--beta", "-0.1"], "-0.1"), (["--beta", "abc"], "abc"),
+    (["--beta", "nan"], "nan"), (["--rho", "0"], "rho"), (["--rho", "1.5"], "1.5"),
+    (["--eps", "0"], "eps"), (["--eps=-1e-3"], "-0.001"), (["--eps", "-1e-3"], "-0.001"),
+    (["--eps", "inf"], "inf"),
+    (["--problem", "cifar"], "cifar"), (["--optimizer", "sgdx"], "sgdx"),
+    (["--optimizer", "lion"], "lion"), (["--fields", "order3"], "order3"),
+    (["--fields"], "empty list of fields"), (["--fields", "order1", "order1"], "twice"),
     (["--optimizer", "gd", "--fields", "order1_typo"], "order1_typo"),
+    (["--optimizer", "adamw", "--engine", "closed"], "adamw"),
+    (["--engine", "compiled"], "compiled"), (["--solver", "rk4"], "rk4"),
     (["--problem", "mlp", "--batch-size", "0"], "0"),
-])
-def test_bad_input_is_one_line_exit_2(args, needle):
-    r = run(*args)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert needle in lines[0]
+    (["--problem", "mlp", "--batch-size", "2.5"], "2.5"),
+    (["--problem", "mlp", "--batch-size", "100000"], "100000"),
+    (["--problem", "mlp", "--batch-size", "8", "--fields", "limit"], "limit"),
+    (["--batch-size", "1"], "bilinear"), (["--seed", "x"], "'x'"),
+    (["--rtol", "nan"], "rtol"), (["--rtol", "-1"], "rtol"), (["--atol", "0"], "atol"),
+    (["--grid", "gamma=1"], "gamma"), (["--grid", "beta"], "'beta'"),
+    (["--grid", "beta=0.5,x"], "'x'"), (["--grid", "beta=0.5", "beta=0.7"], "twice"),
+    (["--grid", "beta=0.5,0.5"], "twice"), (["--grid", "rho=0.5,1.0"], "rho"),
+    (["--grid", "beta=0.5,1e999"], "1e999"),
+    (["--optimizer", "adam_eps_outside", "--problem", "mlp", "--batch-size", "16", "--T",
+      "0.02", "--h", "0.01"], "exactly 0 at theta0"),
+]
+
+
+@pytest.mark.parametrize("args, needle", BATTERY, ids=[" ".join(a) for a, _ in BATTERY])
+def test_bad_input_is_one_line_exit_2_nothing_written(args, needle, tmp_path, capsys):
+    """Every case ends with SystemExit(2) and one line on stderr naming the value; no
+    traceback, and nothing is written (the output directory is not even created)."""
+    from experiments.convergence import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(out), "--no-compile-cache"])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("out, needle", [
+    ("", "empty"), ("file", "not a directory"), ("file/below", "not a directory")])
+def test_unusable_out_is_refused_before_computing(tmp_path, capsys, out, needle):
+    from experiments.convergence import main
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / out) if out else "", "--no-compile-cache"])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_blown_up_points_are_flagged_not_fitted(tmp_path):
+    """Gradient descent beyond its stability limit on the stiff bilinear model (h = 0.1 and
+    0.05; largest Hessian eigenvalue ~80): errors of 300 and 6, as large as the motion they
+    describe, are flagged '!' and left out of the fit; the fit uses the two stable h."""
+    r = run("--optimizer", "gd", "--T", "0.2", "--h", "0.1", "0.05", "0.01", "0.005", "--out",
+            str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "convergence.json").read_text())
+    assert res["outside"]["order1"] == [True, True, False, False]
+    e = res["errors"]["order1"]
+    import math
+
+    assert res["slopes"]["order1"] == pytest.approx(math.log(e[2] / e[3]) / math.log(2))
+    assert "! as large as the motion" in r.stdout
 
 
 def test_default_sweep_writes_schema(tmp_path):

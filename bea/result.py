@@ -78,7 +78,8 @@ class SweepResult:
         return cls(config=d["config"], problem=d["problem"], h=arr(d["h"]),
                    N=np.asarray(d["N"], int), **per,
                    floor={f: np.asarray(v, bool) for f, v in d["floor"].items()},
-                   outside={f: np.asarray(v, bool) for f, v in d["outside"].items()},
+                   outside={f: np.asarray(d.get("outside", {}).get(f, [False] * len(v)), bool)
+                            for f, v in d["floor"].items()},
                    slopes={f: np.nan if v is None else float(v)
                            for f, v in d["slopes"].items()},
                    local_slopes={f: arr(v) for f, v in d["local_slopes"].items()},

@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import PyTree
 
-from bea import _programs, measure
+from bea import _programs, measure, placement
 from bea import optimizer_registry as registry
 from bea.measure import first_nonfinite
 from bea.optimizers import check_hyperparameters
@@ -85,6 +85,7 @@ class SweepConfig:
     solver: str = "auto"
     rtol: float = 1e-12
     atol: float = 1e-14
+    device: str = "auto"
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
@@ -126,6 +127,9 @@ class SweepConfig:
             v = getattr(self, k)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{k} must be positive and finite, got {v!r}")
+        if self.device not in placement.DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose from "
+                             f"{', '.join(placement.DEVICES)}")
 
     @property
     def N(self) -> tuple[int, ...]:
@@ -240,8 +244,8 @@ def _problem(loss, params0, data, name: str, cfg: SweepConfig) -> Problem:
     return problem
 
 
-def _mesh() -> Mesh:
-    return Mesh(np.asarray(jax.devices()), ("grid",))
+def _mesh(platform: str) -> Mesh:
+    return Mesh(np.asarray(jax.devices(platform)), ("grid",))
 
 
 def _fetch(x) -> np.ndarray:
@@ -328,11 +332,40 @@ def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     """The one path: every h of the ladder (coarsest first: its run checks the embedded
     error bounds for the others), every field, every combination."""
     t0 = time.perf_counter()
+    C = len(combos)
+    _check_memory(problem, cfg, C)
+    where = _placement(problem, cfg, C)
+    problem = problem._replace(theta0=_on(problem.theta0, where.device),
+                               data=_on(problem.data, where.device))
+    with jax.default_device(where.device):
+        return _run_on(problem, cfg, combos, progress, shard_history, where, t0)
+
+
+def _on(tree: PyTree, device: jax.Device) -> PyTree:
+    """``tree`` on ``device``: the same object when it is already there (compiled programs
+    that close over it are then reused)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if all(isinstance(x, jax.Array) and x.devices() == {device} for x in leaves):
+        return tree
+    return jax.device_put(tree, device)
+
+
+def _placement(problem: Problem, cfg: SweepConfig, C: int) -> placement.Placement:
+    """Where the sweep runs (bea.placement): the work per field evaluation is that of the
+    batches its history holds (all N_max slots in the worst case, 1 in full batch)."""
+    mini = cfg.batch_size is not None
+    examples = cfg.batch_size if mini else (problem.num_examples or 1)
+    slots = max(cfg.N) if mini else 1
+    return placement.choose(cfg.device, placement.work_per_evaluation(
+        int(problem.theta0.size), examples, slots, C))
+
+
+def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
+            shard_history: bool, where: placement.Placement, t0: float) -> list[SweepResult]:
     mini = cfg.batch_size is not None
     N_max = max(cfg.N)
     C = len(combos)
-    _check_memory(problem, cfg, C)
-    mesh = _mesh() if C > 1 else None
+    mesh = _mesh(where.device.platform) if C > 1 else None
     static, traced = _split_hyper(combos, mesh)
     batches = batch_sequence(problem, cfg.batch_size, N_max, cfg.seed) if mini else None
     if mini and shard_history and mesh is not None and N_max % mesh.size == 0:
@@ -376,7 +409,7 @@ def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
             progress({"h": h, "N": N, "errors": {k: per[0][k].error for k in cfg.fields},
                       "combinations": C})
     seconds = time.perf_counter() - t0
-    return [_result(problem, cfg, combos[i], points[i], diverged[i], seconds)
+    return [_result(problem, cfg, combos[i], points[i], diverged[i], seconds, where)
             for i in range(C)]
 
 
@@ -432,7 +465,8 @@ def _solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: list[dic
 
 
 def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[str, _Point]],
-            diverged: dict[float, int], seconds: float) -> SweepResult:
+            diverged: dict[float, int], seconds: float,
+            where: placement.Placement) -> SweepResult:
     h = np.asarray(cfg.h)
 
     def col(kind, attr, dtype=float):
@@ -454,4 +488,5 @@ def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[s
         estimate={k: tuple(p[k].estimate for p in points) for k in cfg.fields},
         diverged_at=diverged,
         ode_diverged_at={k: tuple(p[k].ode_diverged_at for p in points) for k in cfg.fields},
-        seconds=seconds, devices=len(jax.devices()), platform=jax.devices()[0].platform)
+        seconds=seconds, devices=len(jax.devices(where.platform)), platform=where.platform,
+        placement=where.reason)

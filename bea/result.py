@@ -38,7 +38,8 @@ class SweepResult:
     'adaptive'), its ``tableau`` and how its error was measured (``estimate``: 'embedded',
     'halving' or 'refined'). ``diverged_at`` maps an h whose discrete run produced NaN/inf
     to the step where it did; ``ode_diverged_at`` gives, per field and h, the first
-    non-finite row of the modified path (None if finite)."""
+    non-finite row of the modified path (None if finite). ``platform`` and ``placement``
+    say where the sweep ran and why (bea.placement)."""
 
     config: dict[str, Any]
     problem: str
@@ -58,6 +59,7 @@ class SweepResult:
     seconds: float
     devices: int
     platform: str
+    placement: str = ""
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -89,7 +91,7 @@ class SweepResult:
                    diverged_at={float(h): int(n) for h, n in d["diverged_at"].items()},
                    ode_diverged_at={f: tuple(v) for f, v in d["ode_diverged_at"].items()},
                    seconds=float(d["seconds"]), devices=int(d["devices"]),
-                   platform=d["platform"])
+                   platform=d["platform"], placement=d.get("placement", ""))
 
     @classmethod
     def load(cls, path: str) -> SweepResult:

@@ -51,6 +51,9 @@ def parser() -> Parser:
                    help="ODE solve per interval: one fixed Dopri5 (else Dopri8) step whose "
                         "error is measured >= 100x below the error, else adaptive Dopri8 "
                         "(auto); the JSON records solver, tableau and estimate per h")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where the sweep runs: auto takes the host CPU for small sequential "
+                        "work and an accelerator for wide or heavy work (bea.placement)")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache")
     return p
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
     config = dict(optimizer=args.optimizer, h=args.h, T=args.T, fields=args.fields,
                   beta=args.beta, rho=args.rho, eps=args.eps, batch_size=args.batch_size,
                   seed=args.seed, engine=args.engine, solver=args.solver, rtol=args.rtol,
-                  atol=args.atol)
+                  atol=args.atol, device=args.device)
     try:
         cfg = bea.SweepConfig(**config)
         if args.problem == "bilinear" and args.batch_size is not None:
@@ -111,6 +114,8 @@ def main(argv=None) -> int:
                   progress=progress, **extra, **config)
     except ValueError as e:
         fail(PROG, str(e))
+    first = res.results[0] if grid else res
+    print(f"ran on {first.platform} ({first.placement})", file=sys.stderr)
     if replaced:
         print(f"replacing {', '.join(replaced)} of an earlier run in {args.out}",
               file=sys.stderr)

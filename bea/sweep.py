@@ -27,7 +27,7 @@ __all__ = ["num_steps", "discrete_optimizer", "run_h", "sweep", "validate", "OPT
 OPTIMIZERS = ("adam", "rmsprop", "gd", "heavy_ball")  # those with closed-form fields
 ALL_OPTIMIZERS = registry.NAMES  # every name the generic engine takes (MATH.md section 5)
 ENGINES = ("closed", "generic")
-GENERIC_FIELDS = ("order0", "order1")
+GENERIC_FIELDS = ("order0", "order1", "order2")  # order2: MATH.md section 8
 
 
 def resolve_engine(optimizer: str, engine: str | None = None) -> str:
@@ -53,7 +53,7 @@ def validate(*, h: Sequence[float], beta: float, rho: float, eps: float, T: floa
     if len(h) == 0:
         raise ValueError("empty list of step sizes h")
     for f in fields:
-        if f not in FIELD_KINDS:
+        if f not in (*FIELD_KINDS, *GENERIC_FIELDS):
             raise ValueError(f"unknown field {f!r}; choose from {', '.join(FIELD_KINDS)}")
     if not fields:
         raise ValueError("empty list of fields")
@@ -116,7 +116,7 @@ def _ode(theta0, batches, data, h, beta, rho, eps, N, substeps=1, *, optimizer, 
     its difference from a refined one."""
     if engine == "generic":  # MATH.md section 5: the optimizer at learning rate 1 gives F_n
         f = modified_field(registry.transformation(optimizer, 1.0, beta, rho, eps), loss,
-                           batches if mini else None, h, order=0 if kind == "order0" else 1,
+                           batches if mini else None, h, order=GENERIC_FIELDS.index(kind),
                            data=data, num_steps=N_max)
     else:
         E = loss if mini else (lambda t: loss(t, data))

@@ -26,7 +26,7 @@ from bea.integrate import TABLEAUS, solve_fixed, solve_with_error
 from bea.optimizers import trajectory
 from bea.problems import Problem
 
-ORDER = {"order0": 0, "order1": 1}
+ORDER = {"order0": 0, "order1": 1, "order2": 2}
 
 
 class Program(NamedTuple):

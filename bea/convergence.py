@@ -89,10 +89,11 @@ class SweepConfig:
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
+        requested = self.engine
         put("engine", registry.engine_for(self.optimizer, self.engine))
         put("fields", tuple([self.fields] if isinstance(self.fields, str) else self.fields))
         registry.check_fields(self.optimizer, self.fields, self.engine,
-                              self.batch_size is not None)
+                              self.batch_size is not None, requested)
         hs = [self.h] if isinstance(self.h, int | float) else list(self.h)
         if not hs:
             raise ValueError("empty list of step sizes h")
@@ -385,7 +386,8 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
                 diverged[i][h] = bad[i]
         per = [{} for _ in range(C)]
         for kind in cfg.fields:
-            program = base._replace(kind=kind, engine=cfg.engine, rtol=cfg.rtol, atol=cfg.atol)
+            program = base._replace(kind=kind, engine=registry.field_engine(kind, cfg.engine),
+                                    rtol=cfg.rtol, atol=cfg.atol)
 
             def call(method, tableau, substeps, program=program, args=args):
                 return _programs.ode(*args, traced, substeps, program=program, loss=loss,

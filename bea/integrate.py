@@ -152,7 +152,7 @@ def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, ref
         return ys, jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
     if method != "adaptive":
         raise ValueError(f"unknown method {method!r}; use 'adaptive' or 'fixed'")
-    max_steps = kw.pop("max_steps", 1024)
+    max_steps = kw.pop("max_steps", 4096)  # a stiff interval can need over 1024 steps
     ys = solve(field, theta0, h, num_steps, rtol=rtol, atol=atol, max_steps=max_steps, **kw)
     fine = solve(field, theta0, h, num_steps, rtol=rtol / refine, atol=atol / refine,
                  dtmax=h / substeps, max_steps=max_steps * substeps, **kw)

@@ -35,20 +35,22 @@ from jaxtyping import Array, Float, PyTree
 from bea import optimizers as _opt
 
 __all__ = ["Spec", "REGISTRY", "REFUSED", "FIELDS", "GENERIC_FIELDS", "WEIGHT_DECAY",
-           "NAMES", "CLOSED_FORM", "check", "check_fields", "engine_for", "transformation",
-           "check_factory"]
+           "NAMES", "CLOSED_FORM", "check", "check_fields", "engine_for", "field_engine",
+           "transformation", "check_factory"]
 
 WEIGHT_DECAY = 0.1
 """The decoupled weight decay of ``adamw`` (optax's default 1e-4 would hardly show the
 parameter dependence of F_n that the construction must handle)."""
 
-FIELDS = ("order0", "order1", "order1_typo", "limit")
-"""Every field kind: the zeroth- and first-order modified fields, the first-order field
-with the typeset R^3 of Theorems 3.3/3.6 (an ablation that must fail the order test), and
-the large-n limit (8) (full batch)."""
+FIELDS = ("order0", "order1", "order2", "order1_typo", "limit")
+"""Every field kind: the zeroth-, first- and second-order modified fields, the first-order
+field with the typeset R^3 of Theorems 3.3/3.6 (an ablation that must fail the order test),
+and the large-n limit (8) (full batch)."""
 
-GENERIC_FIELDS = ("order0", "order1")
-"""The kinds the generic engine derives for any optimizer (docs/math.md, section 5)."""
+GENERIC_FIELDS = ("order0", "order1", "order2")
+"""The kinds the generic engine derives for any optimizer (docs/math.md, sections 5 and 8).
+``order2`` has no closed form: for the four closed-form optimizers it, too, comes from the
+generic engine."""
 
 Scalar = float | Float[Array, ""]
 
@@ -160,19 +162,30 @@ def engine_for(name: str | Callable, engine: str | None = None) -> str:
     return engine or ("closed" if closed else "generic")
 
 
+def field_engine(field: str, engine: str) -> str:
+    """The engine that derives ``field`` in a sweep whose engine is ``engine``: the second
+    order always comes from the generic construction (docs/math.md, section 8)."""
+    return "generic" if field == "order2" else engine
+
+
 def check_fields(name: str | Callable, fields: Sequence[str], engine: str,
-                 mini_batch: bool) -> None:
+                 mini_batch: bool, requested: str | None = None) -> None:
     """Raise ValueError (one line naming the field) unless every field of ``fields`` exists
-    for ``name`` under ``engine`` (mini-batch or full batch)."""
+    for ``name`` under ``engine`` (mini-batch or full batch). ``requested``: the engine the
+    user asked for, if any ('order2' cannot be had from an explicit 'closed')."""
     label = name if isinstance(name, str) else "the optimizer factory"
     if not fields:
         raise ValueError("empty list of fields")
     for f in fields:
         if f not in FIELDS:
             raise ValueError(f"unknown field {f!r}; choose from {', '.join(FIELDS)}")
-        available = REGISTRY[name].fields if engine == "closed" else GENERIC_FIELDS
+        if f == "order2" and requested == "closed":
+            raise ValueError("field 'order2' has no closed form: it comes from the generic "
+                             "engine (drop engine 'closed')")
+        closed = field_engine(f, engine) == "closed"
+        available = REGISTRY[name].fields if closed else GENERIC_FIELDS
         if f not in available:
-            how = "in closed form" if engine == "closed" else "from the generic engine"
+            how = "in closed form" if closed else "from the generic engine"
             raise ValueError(f"field {f!r} does not exist {how} for {label!r}; it has "
                              f"{', '.join(available)}")
         if f == "limit" and mini_batch:

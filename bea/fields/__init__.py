@@ -46,6 +46,9 @@ def make_field(
     E(theta, batch) and ``batches`` holds batch k at index k. ``num_steps`` bounds n (needed
     by full-batch RMSProp's history sum). Raises ValueError naming what does not exist."""
     mini = batches is not None
+    if kind == "order2":
+        raise ValueError("field 'order2' has no closed form: build it with modified_field("
+                         "..., order=2) (the generic engine, docs/math.md, section 8)")
     registry.engine_for(optimizer, "closed")
     registry.check_fields(optimizer, (kind,), "closed", mini)
     order = 0 if kind == "order0" else 1

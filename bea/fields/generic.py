@@ -1,9 +1,10 @@
-"""First-order modified equations for any smooth optax optimizer (docs/math.md, section 5).
+"""First- and second-order modified equations for any smooth optax optimizer (docs/math.md,
+sections 5 and 8).
 
 No per-optimizer algebra: the optimizer's own ``update`` is run over the history of
 gradients, and one ``jax.jvp`` through that run gives the first-order correction.
-The derivation, step by step (a reader can check it without the paper; docs/generic.md
-has the long form):
+The derivation, step by step (a reader can check it without the paper; docs/math.md,
+section 5, has it in words):
 
 1. **The step as a function of the past.** Build the optax transformation with
    learning rate 1, so that running it on the gradients g_k(theta^(k)) = grad E_k(theta^(k))
@@ -44,7 +45,37 @@ the trajectory visits (no sign, max, clipping, or eps outside a square root whos
 argument can reach 0); and sum_k ||dF_n/dtheta_k|| (n-k)^2 must stay bounded in n
 (geometric memory does; AdaGrad-style sums that never decay do not). For Adam and
 RMSProp (Theorems 3.6 and 3.3, Remarks 3.7 and 3.4), GD (Barrett and Dherin) and heavy
-ball (Ghosh et al.) the result equals the closed forms to round-off (tests/test_generic.py).
+ball (Ghosh et al.) the result equals the closed forms to round-off (tests/test_fields_generic.py).
+
+**Second order** (docs/math.md, section 8; ``order=2``, :func:`second_order_terms`). The field
+f_n + h c_n + h^2 e_n has global error O(h^3). With J(V)_l = sum_{k<=l} (dF_l/dtheta_k) V_k
+(one jvp of the run of F_0..F_n, slot tangents V_k; output l) and
+B_n(V, W) = sum_{j,k} d^2 F_n/dtheta_j dtheta_k [V_j, W_k], docs/math.md, section 8 defines
+
+    e_n = (1/2) B_n(D, D) + J(Q)_n - (1/2) (Dc_n f_n + Df_n c_n)
+          - (1/6) (D^2 f_n(f_n, f_n) + Df_n Df_n f_n),     Q_k = -sum_{l=k}^{n-1} J(D)_l.
+
+Every term is a derivative of F_n along slot tangents: with f_n also written for the
+tangent f_n(theta) in every slot, Df_n u = J(u)_n and D^2 f_n(u, u) = B_n(u, u);
+differentiating c_n = J(D - f_n/2)_n along f_n (D depends on theta through the f_l) gives
+Dc_n f_n = B_n(D - f_n/2, f_n) + J(w)_n with w_k = -sum_{l=k}^{n-1} Df_l f_n - Df_n f_n/2.
+Collecting terms,
+
+    e_n = (1/2) B_n(D - r_- f_n, D - r_+ f_n) + J(z)_n,        r_-+ = 1/2 -+ 1/(2 sqrt 3),
+    z_k = -sum_{l=k}^{n-1} y_l - y_n/2 + (1/12) Df_n f_n,       y_l = J(D - f_n/2)_l:
+
+the quadratic part (1/2) B(D, D) - (1/2) B(D, f) + (1/12) B(f, f) factors because
+r^2 - r + 1/6 has the real roots r_-+, and z repeats the first-order pattern one level up
+(y_n = c_n; z_k - z_n is the history's own -sum y_l, as d_k is -sum f_l). So e_n costs
+three walks over the chunks up to slot n: (1) f_l (gradients); (2) the jvp of the scan with
+the two tangents D - f_n/2 and f_n, i.e. y_l for every l <= n and Df_n f_n (one
+linearization of each g_k, two Hessian-vector products); (3) one jvp of that jvp,
+d/ds [DF_n(theta + s b)(a + 2 s z)] = B_n(a, b) + J(2z)_n at a = D - r_- f_n,
+b = D - r_+ f_n, in which slot k's gradient needs E_k'''(a_k, b_k) + 2 H_k z_k (a
+third-order forward product). For GD (F_n = -g(theta_n)) it is
+-(1/3) H^2 g - (1/12) E'''(g, g). Requirements: F_n of class C^3, loss C^5, and the memory
+condition with (n-k)^3 (docs/math.md, section 8). Measured cost on the mini-batch tanh MLP
+(p = 610, batch 16, n = 30..60): one order-2 evaluation is about 3x one order-1 evaluation.
 """
 
 from __future__ import annotations
@@ -56,13 +87,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, Float, Int, PyTree
 
 from bea.fields._history import chunk_history
 from bea.typing import Field
 
-__all__ = ["modified_field", "zeroth_order_history"]
+__all__ = ["modified_field", "second_order_terms", "zeroth_order_history"]
 
+R_MINUS, R_PLUS = 0.5 - 0.5 / 3**0.5, 0.5 + 0.5 / 3**0.5
+"""The roots of r^2 - r + 1/6 (the Gauss-Legendre nodes on [0, 1]): the quadratic part of
+e_n, (1/2) B(D, D) - (1/2) B(D, f) + (1/12) B(f, f), is (1/2) B(D - r_- f, D - r_+ f)."""
 _tm = jax.tree_util.tree_map
 
 
@@ -114,8 +148,9 @@ def modified_field(
     num_steps: int | None = None,
     chunk: int = 8,
 ) -> Field:
-    """The zeroth- (``order=0``) or first-order (``order=1``) modified field
-    ``f(n, theta)`` of any smooth optax optimizer, by docs/math.md, section 5.
+    """The zeroth- (``order=0``), first- (``order=1``, docs/math.md, section 5) or
+    second-order (``order=2``, docs/math.md, section 8: f_n + h c_n + h^2 e_n, global error
+    O(h^3)) modified field ``f(n, theta)`` of any smooth optax optimizer.
 
     ``transformation`` must be built with learning rate 1, so that its update at step n is
     F_n (the optimizer run by :func:`bea.optimizers.trajectory` is the same transformation
@@ -130,8 +165,30 @@ def modified_field(
     Requirements (smooth F_n independent of h, decaying memory) are listed in the module
     docstring.
     """
-    if order not in (0, 1):
-        raise ValueError(f"order must be 0 or 1, got {order!r}")
+    if order not in (0, 1, 2):
+        raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
+    return _build(transformation, loss, batches, h, order, data, num_steps, chunk)[0]
+
+
+def second_order_terms(
+    transformation: optax.GradientTransformation,
+    loss: Callable[[Any, Any], Float[Array, ""]],
+    batches: PyTree | None,
+    *,
+    data: PyTree | None = None,
+    num_steps: int | None = None,
+    chunk: int = 8,
+) -> Callable[[Int[Array, ""], PyTree], tuple[PyTree, PyTree, PyTree]]:
+    """``terms(n, theta) -> (f_n, c_n, e_n)``: the three terms of the second-order modified
+    field f_n + h c_n + h^2 e_n (docs/math.md, section 8), none of which depends on h; arguments
+    as in :func:`modified_field`. ``modified_field(..., order=2)`` is their sum; they are
+    returned apart so that each can be checked, and sized, without the cancellation of
+    subtracting fields."""
+    return _build(transformation, loss, batches, 1.0, 2, data, num_steps, chunk)[1]
+
+
+def _build(transformation, loss, batches, h, order, data, num_steps, chunk):
+    """(field, second-order terms) of :func:`modified_field` and :func:`second_order_terms`."""
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     grad = jax.grad(loss)
@@ -164,6 +221,9 @@ def modified_field(
         return jax.vmap(one)(batch, V)
 
     def f(n, theta):
+        if order == 2:
+            fn, cn, en = _terms2(n, theta)
+            return _tm(lambda a, b, c_: a + h * b + h * h * c_, fn, cn, en)
         c1 = n // C + 1
         P = _broadcast(theta, C)
         state0 = transformation.init(theta)
@@ -212,4 +272,132 @@ def modified_field(
                                                    zeros))
         return _tm(lambda a, b: a + h * b, fn, dF)
 
-    return f
+    def batch_of(c):  # (vmap axis, batches) of chunk c, or the data shared by every slot
+        return (None, data) if chunks is None else (0, _tm(lambda b: b[c], chunks))
+
+    def run(fs, os_, G, P_):  # one chunk's scan, differentiable in the float state only
+        st, u = _scan_state(transformation, eqx.combine(fs, os_), G, P_)
+        fs_out, os_out = eqx.partition(st, eqx.is_inexact_array)
+        return (fs_out, u), os_out
+
+    def suffix(tot, prefix, X):  # -sum_{l=k}^{n-1} X_l for the slots k of a chunk
+        excl = _tm(lambda x: jnp.cumsum(x, 0) - x, X)  # sum_{l<k} X_l within the chunk
+        return _tm(lambda t, p_, e: -(t - p_ - e), tot, prefix, excl)
+
+    def stack2(a, b):
+        return _tm(lambda x, y: jnp.stack([x, y]), a, b)
+
+    def _terms2(n, theta):
+        # f_n + h c_n + h^2 e_n (docs/math.md, section 8, module docstring "Second order"):
+        # three walks over the chunks 0..n//C. (1) f_l; (2) y_l = J(D - f_n/2)_l for every
+        # l <= n (y_n = c_n) and Df_n f_n = J(f_n)_n; (3) e_n = (1/2) [B_n(a, b) + J(2z)_n].
+        c1 = n // C + 1
+        P = _broadcast(theta, C)
+        state0 = transformation.init(theta)
+        zeros = _tm(jnp.zeros_like, theta)
+        buf = _tm(lambda t: jnp.zeros((nc, C, *jnp.shape(t)), t.dtype), theta)
+
+        def at_n(b):
+            return b[n // C, n % C]
+
+        def forward(c, carry):  # pass 1: f_l(theta) for the chunk, and T = sum_{l<n} f_l
+            state, U_all, T = carry
+            state, U = _scan_state(transformation, state, grads_at(theta, c), P)
+            before_n = c * C + rows < n
+            T = _tm(lambda t, u: t + jnp.tensordot(before_n.astype(u.dtype), u, 1), T, U)
+            U_all = _tm(lambda b, u: jax.lax.dynamic_update_index_in_dim(b, u, c, 0), U_all, U)
+            return state, U_all, T
+
+        _, U_all, T = jax.lax.fori_loop(0, c1, forward, (state0, buf, zeros))
+        fn = _tm(at_n, U_all)
+        fnC = _broadcast(fn, C)
+        float_state, other_state = eqx.partition(state0, eqx.is_inexact_array)
+
+        # pass 2: two tangents, v_k = D_k - f_n/2 (output l is y_l) and f_n in every slot
+        # (output n is Df_n f_n), with D_k = -sum_{l=k}^{n-1} f_l (D_0 = -T).
+        v0 = _tm(lambda t, f_: -t - f_ / 2, T, fn)
+        t2 = jax.vmap(lambda v: jax.jvp(transformation.init, (theta,), (v,))[1])(
+            stack2(v0, fn))
+        t2 = eqx.filter(t2, eqx.is_inexact_array)
+
+        def second(c, carry):
+            fs, ts, os_, prefix, Y_all, dff = carry
+            U = _tm(lambda b: b[c], U_all)
+            V = _tm(lambda d, f_: d - f_ / 2, suffix(T, prefix, U), fnC)
+            ax, bt = batch_of(c)
+
+            def ghh(b_, v):  # g_k, H_k v_k, H_k f_n: one linearization, two tangents
+                g, lin = jax.linearize(lambda t: grad(t, b_), theta)
+                return g, lin(v), lin(fn)
+
+            G, HV, HF = jax.vmap(ghh, in_axes=(ax, 0))(bt, V)
+
+            def jv(tfs, tG, tP):
+                return jax.jvp(lambda a_, g_, p_: run(a_, os_, g_, p_), (fs, G, P),
+                               (tfs, tG, tP), has_aux=True)
+
+            (fs, _), (ts, dU), os_ = jax.vmap(jv, out_axes=(None, 0, None))(
+                ts, stack2(HV, HF), stack2(V, fnC))
+            here = c == n // C
+            dff = _tm(lambda d, du: jnp.where(here, du[1, n % C], d), dff, dU)
+            Y_all = _tm(lambda b, du: jax.lax.dynamic_update_index_in_dim(b, du[0], c, 0),
+                        Y_all, dU)
+            prefix = _tm(lambda p_, u: p_ + u.sum(0), prefix, U)
+            return fs, ts, os_, prefix, Y_all, dff
+
+        *_, Y_all, dff = jax.lax.fori_loop(
+            0, c1, second, (float_state, t2, other_state, zeros, buf, zeros))
+        cn = _tm(at_n, Y_all)
+        before_n = jnp.arange(nc * C) < n  # S = sum_{l<n} y_l
+        S = _tm(lambda y: jnp.tensordot(before_n.astype(y.dtype),
+                                        y.reshape((nc * C, *y.shape[2:])), 1), Y_all)
+
+        # pass 3: slot tangents a_k = D_k - r_- f_n, b_k = D_k - r_+ f_n (r_-+ = 1/2 -+
+        # 1/(2 sqrt 3)) and z_k = -sum_{l=k}^{n-1} y_l - c_n/2 + Df_n f_n/12; one jvp of
+        # the jvp gives d/ds [DF_n(theta + s b)(a + 2 s z)] = B_n(a, b) + J(2z)_n = 2 e_n.
+        zc = _tm(lambda c_, d: -c_ / 2 + d / 12, cn, dff)
+        zcC = _broadcast(zc, C)
+
+        def init2(p, a, b, z2):
+            return jax.jvp(lambda p_, t_: jax.jvp(transformation.init, (p_,), (t_,)),
+                           (p, a), (b, z2))
+
+        (_, tA0), (tB0, tAB0) = init2(theta, _tm(lambda t, f_: -t - R_MINUS * f_, T, fn),
+                                      _tm(lambda t, f_: -t - R_PLUS * f_, T, fn),
+                                      _tm(lambda s_, z: 2 * (-s_ + z), S, zc))
+        tA0, tB0, tAB0 = (eqx.filter(t, eqx.is_inexact_array) for t in (tA0, tB0, tAB0))
+
+        def third(c, carry):
+            fs, tA, tB, tAB, os_, prefU, prefY, e = carry
+            U = _tm(lambda b: b[c], U_all)
+            Y = _tm(lambda b: b[c], Y_all)
+            Dk = suffix(T, prefU, U)
+            A = _tm(lambda d, f_: d - R_MINUS * f_, Dk, fnC)
+            B = _tm(lambda d, f_: d - R_PLUS * f_, Dk, fnC)
+            Z2 = _tm(lambda q, z: 2 * (q + z), suffix(S, prefY, Y), zcC)
+            ax, bt = batch_of(c)
+
+            def g3(b_, a_, bb, z_):  # (g_k, H_k a_k), (H_k b_k, E_k'''(a_k, b_k) + H_k z_k)
+                return jax.jvp(lambda t, u: jax.jvp(lambda x: grad(x, b_), (t,), (u,)),
+                               (theta, a_), (bb, z_))
+
+            (G, HA), (HB, HAB) = jax.vmap(g3, in_axes=(ax, 0, 0, 0))(bt, A, B, Z2)
+
+            def inner(fs_, G_, P_, tA_, HA_, A_):
+                out, tout, os_out = jax.jvp(lambda a_, g_, p_: run(a_, os_, g_, p_),
+                                            (fs_, G_, P_), (tA_, HA_, A_), has_aux=True)
+                return (out, tout), os_out
+
+            ((fs, _), (tA, _)), ((tB, _), (tAB, d2U)), os_ = jax.jvp(
+                inner, (fs, G, P, tA, HA, A), (tB, HB, B, tAB, HAB, Z2), has_aux=True)
+            here = c == n // C
+            e = _tm(lambda d, du: jnp.where(here, du[n % C] / 2, d), e, d2U)
+            prefU = _tm(lambda p_, u: p_ + u.sum(0), prefU, U)
+            prefY = _tm(lambda p_, y: p_ + y.sum(0), prefY, Y)
+            return fs, tA, tB, tAB, os_, prefU, prefY, e
+
+        *_, en = jax.lax.fori_loop(0, c1, third, (float_state, tA0, tB0, tAB0, other_state,
+                                                  zeros, zeros, zeros))
+        return fn, cn, en
+
+    return f, _terms2

@@ -33,7 +33,7 @@ class Sweep(NamedTuple):
     args: str  # experiments.convergence flags
 
 
-_BILINEAR = "--fields order0 order1 order1_typo limit"
+_BILINEAR = "--fields order0 order1 order2 order1_typo limit"
 _CENTERED = ("--problem mlp_centered --batch-size 8 --beta 0.5 --rho 0.7 --eps 0.1 --T 0.25 "
              "--h 0.025 0.0125 0.00625 0.003125")
 SWEEPS = [
@@ -44,12 +44,16 @@ SWEEPS = [
           "8x10^4 steps", "--beta 0.9 --rho 0.999 --eps 1e-3 --T 1 "
           "--h 1e-4 5e-5 2.5e-5 1.25e-5"),
     Sweep("logistic_gd", "logistic regression, gradient descent (Barrett-Dherin)",
-          "--problem logistic --optimizer gd --T 1 --h 0.1 0.05 0.025 0.0125"),
+          "--problem logistic --optimizer gd --T 1 --h 0.1 0.05 0.025 0.0125 "
+          "--fields order0 order1 order2"),
     Sweep("logistic_heavy_ball", "logistic regression, heavy ball beta 0.7 (Ghosh et al.)",
           "--problem logistic --optimizer heavy_ball --beta 0.7 --T 2 "
-          "--h 0.02 0.01 0.005 0.0025"),
+          "--h 0.02 0.01 0.005 0.0025 --fields order0 order1 order2"),
     Sweep("mlp_adam", "tanh MLP on digits (p = 1210), mini-batch 16, Adam (Theorem 3.6)",
           "--problem mlp --batch-size 16 --T 0.08 --h 0.01 0.005 0.0025 0.00125"),
+    Sweep("mlp_adam_order2", "the same, second order (docs/math.md, section 8), one h finer",
+          "--problem mlp --batch-size 16 --T 0.08 --h 0.005 0.0025 0.00125 0.000625 "
+          "--fields order1 order2"),
     Sweep("mlp_rmsprop", "the same, RMSProp (Theorem 3.3)",
           "--problem mlp --optimizer rmsprop --batch-size 16 --T 0.08 "
           "--h 0.01 0.005 0.0025 0.00125"),
@@ -58,7 +62,7 @@ SWEEPS = [
     Sweep("generic_adam_eps_outside", "centred digits MLP, mini-batch 8, Kingma-Ba Adam "
           "(generic engine)", f"--optimizer adam_eps_outside {_CENTERED}"),
     Sweep("generic_adamw", "the same, optax.adamw, weight decay 0.1",
-          f"--optimizer adamw {_CENTERED}"),
+          f"--optimizer adamw {_CENTERED} --fields order0 order1 order2"),
     Sweep("generic_nesterov", "the same, optax.sgd(momentum=0.5, nesterov=True)",
           f"--optimizer nesterov {_CENTERED}"),
     Sweep("generic_rmsprop_centered", "the same, optax.rmsprop(centered=True)",

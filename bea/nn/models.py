@@ -96,61 +96,41 @@ class CNN(eqx.Module):
         return self.dense[1](x)
 
 
-class BasicBlock(eqx.Module):
-    """Two 3x3 convolutions with GroupNorm and an identity (or 1x1) shortcut."""
+KERNELS = {"basic": (3, 3), "bottleneck": (1, 3, 1)}
+"""ResNet's residual blocks by their convolutions' kernel sizes: two 3x3 (ResNet-18/34),
+or 1x1 -> 3x3 -> 1x1 with 4x the channels out (ResNet-50/101)."""
+EXPANSION = {"basic": 1, "bottleneck": 4}
 
-    conv1: eqx.nn.Conv2d
-    norm1: eqx.nn.GroupNorm
-    conv2: eqx.nn.Conv2d
-    norm2: eqx.nn.GroupNorm
+
+class ResidualBlock(eqx.Module):
+    """conv -> GroupNorm layers, relu between them, with an identity (or 1x1 conv +
+    GroupNorm) shortcut and a relu after the sum; the stride sits on the first 3x3
+    convolution. ``kind``: 'basic' or 'bottleneck' (:data:`KERNELS`)."""
+
+    convs: list
+    norms: list
     shortcut: list
 
-    expansion = 1
-
-    def __init__(self, c_in: int, width: int, stride: int, groups: int, *, key: PRNGKeyArray):
-        k1, k2, k3 = jax.random.split(key, 3)
-        c_out = width * self.expansion
-        self.conv1 = eqx.nn.Conv2d(c_in, width, 3, stride, padding=1, use_bias=False, key=k1)
-        self.norm1 = eqx.nn.GroupNorm(_groups(width, groups), width)
-        self.conv2 = eqx.nn.Conv2d(width, c_out, 3, padding=1, use_bias=False, key=k2)
-        self.norm2 = eqx.nn.GroupNorm(_groups(c_out, groups), c_out)
-        self.shortcut = _shortcut(c_in, c_out, stride, groups, k3)
-
-    def __call__(self, x):
-        y = jax.nn.relu(self.norm1(self.conv1(x)))
-        y = self.norm2(self.conv2(y))
-        s = x if not self.shortcut else self.shortcut[1](self.shortcut[0](x))
-        return jax.nn.relu(y + s)
-
-
-class Bottleneck(eqx.Module):
-    """1x1 -> 3x3 (stride) -> 1x1 (x4 channels) with GroupNorm, as in ResNet-50/101."""
-
-    conv1: eqx.nn.Conv2d
-    norm1: eqx.nn.GroupNorm
-    conv2: eqx.nn.Conv2d
-    norm2: eqx.nn.GroupNorm
-    conv3: eqx.nn.Conv2d
-    norm3: eqx.nn.GroupNorm
-    shortcut: list
-
-    expansion = 4
-
-    def __init__(self, c_in: int, width: int, stride: int, groups: int, *, key: PRNGKeyArray):
-        k1, k2, k3, k4 = jax.random.split(key, 4)
-        c_out = width * self.expansion
-        self.conv1 = eqx.nn.Conv2d(c_in, width, 1, use_bias=False, key=k1)
-        self.norm1 = eqx.nn.GroupNorm(_groups(width, groups), width)
-        self.conv2 = eqx.nn.Conv2d(width, width, 3, stride, padding=1, use_bias=False, key=k2)
-        self.norm2 = eqx.nn.GroupNorm(_groups(width, groups), width)
-        self.conv3 = eqx.nn.Conv2d(width, c_out, 1, use_bias=False, key=k3)
-        self.norm3 = eqx.nn.GroupNorm(_groups(c_out, groups), c_out)
-        self.shortcut = _shortcut(c_in, c_out, stride, groups, k4)
+    def __init__(self, c_in: int, width: int, stride: int, groups: int, kind: str, *,
+                 key: PRNGKeyArray):
+        kernels = KERNELS[kind]
+        widths = [width] * (len(kernels) - 1) + [width * EXPANSION[kind]]
+        keys = jax.random.split(key, len(kernels) + 1)
+        first3 = kernels.index(3)
+        self.convs, self.norms, c = [], [], c_in
+        for i, (w, k) in enumerate(zip(widths, kernels, strict=True)):
+            self.convs.append(eqx.nn.Conv2d(c, w, k, stride if i == first3 else 1,
+                                            padding=k // 2, use_bias=False, key=keys[i]))
+            self.norms.append(eqx.nn.GroupNorm(_groups(w, groups), w))
+            c = w
+        self.shortcut = _shortcut(c_in, c, stride, groups, keys[-1])
 
     def __call__(self, x):
-        y = jax.nn.relu(self.norm1(self.conv1(x)))
-        y = jax.nn.relu(self.norm2(self.conv2(y)))
-        y = self.norm3(self.conv3(y))
+        y = x
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            y = norm(conv(y))
+            if i < len(self.convs) - 1:
+                y = jax.nn.relu(y)
         s = x if not self.shortcut else self.shortcut[1](self.shortcut[0](x))
         return jax.nn.relu(y + s)
 
@@ -167,7 +147,7 @@ def _shortcut(c_in: int, c_out: int, stride: int, groups: int, key: PRNGKeyArray
 class ResNet(eqx.Module):
     """CIFAR ResNet (He et al.): 3x3 stride-1 stem, no max-pool, four stages, GroupNorm.
 
-    ``resnet50``: Bottleneck blocks (3, 4, 6, 3) of widths (64, 128, 256, 512);
+    ``resnet50``: bottleneck blocks (3, 4, 6, 3) of widths (64, 128, 256, 512);
     ``resnet101``: (3, 4, 23, 3). BatchNorm is replaced by GroupNorm (module docstring).
     """
 
@@ -180,7 +160,7 @@ class ResNet(eqx.Module):
         self,
         in_channels: int,
         num_classes: int,
-        block: type = Bottleneck,
+        block: str = "bottleneck",
         depths: Sequence[int] = (3, 4, 6, 3),
         widths: Sequence[int] = (64, 128, 256, 512),
         stem_width: int = 64,
@@ -196,8 +176,8 @@ class ResNet(eqx.Module):
         for stage, (depth, width) in enumerate(zip(depths, widths, strict=True)):
             for i in range(depth):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(block(c, width, stride, groups, key=next(keys)))
-                c = width * block.expansion
+                blocks.append(ResidualBlock(c, width, stride, groups, block, key=next(keys)))
+                c = width * EXPANSION[block]
         self.blocks = blocks
         self.head = eqx.nn.Linear(c, num_classes, key=khead)
 
@@ -275,14 +255,14 @@ class ViT(eqx.Module):
 
 
 _BUILDERS: dict[str, Callable[..., eqx.Module]] = {
-    "resnet50": lambda c, s, k, key: ResNet(c, k, Bottleneck, (3, 4, 6, 3), key=key),
-    "resnet101": lambda c, s, k, key: ResNet(c, k, Bottleneck, (3, 4, 23, 3), key=key),
+    "resnet50": lambda c, s, k, key: ResNet(c, k, "bottleneck", (3, 4, 6, 3), key=key),
+    "resnet101": lambda c, s, k, key: ResNet(c, k, "bottleneck", (3, 4, 23, 3), key=key),
     "cnn": lambda c, s, k, key: CNN(c, s, k, (32, 64, 128), 512, key=key),
     "vit": lambda c, s, k, key: ViT(c, s, k, 4, 512, 6, 16, 1024, key=key),
     # CPU-sized: a few thousand parameters, seconds per hundred full-batch steps on digits.
     "cnn_small": lambda c, s, k, key: CNN(c, s, k, (8, 16), 32, key=key),
     "resnet_small": lambda c, s, k, key: ResNet(
-        c, k, BasicBlock, (1, 1), (8, 16), stem_width=8, groups=4, key=key
+        c, k, "basic", (1, 1), (8, 16), stem_width=8, groups=4, key=key
     ),
 }
 

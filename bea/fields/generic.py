@@ -220,13 +220,10 @@ def _build(transformation, loss, batches, h, order, data, num_steps, chunk):
 
         return jax.vmap(one)(batch, V)
 
-    def f(n, theta):
-        if order == 2:
-            fn, cn, en = _terms2(n, theta)
-            return _tm(lambda a, b, c_: a + h * b + h * h * c_, fn, cn, en)
-        c1 = n // C + 1
+    def first_pass(n, theta):
+        """(U_all, T): f_l(theta) for the slots of the chunks 0..n // C (step 2 of the
+        construction; chunks after n // C hold zeros) and T = sum_{l<n} f_l."""
         P = _broadcast(theta, C)
-        state0 = transformation.init(theta)
 
         def forward(c, carry):  # f_l(theta) for the slots of chunk c; the sum of those < n
             state, U_all, T = carry
@@ -238,7 +235,18 @@ def _build(transformation, loss, batches, h, order, data, num_steps, chunk):
 
         zeros = _tm(jnp.zeros_like, theta)
         U0 = _tm(lambda t: jnp.zeros((nc, C, *jnp.shape(t)), t.dtype), theta)
-        _, U_all, T = jax.lax.fori_loop(0, c1, forward, (state0, U0, zeros))
+        return jax.lax.fori_loop(0, n // C + 1, forward,
+                                 (transformation.init(theta), U0, zeros))[1:]
+
+    def f(n, theta):
+        if order == 2:
+            fn, cn, en = _terms2(n, theta)
+            return _tm(lambda a, b, c_: a + h * b + h * h * c_, fn, cn, en)
+        c1 = n // C + 1
+        P = _broadcast(theta, C)
+        state0 = transformation.init(theta)
+        zeros = _tm(jnp.zeros_like, theta)
+        U_all, T = first_pass(n, theta)
         fn = _tm(lambda b: b[n // C, n % C], U_all)
         if order == 0:
             return fn
@@ -300,15 +308,7 @@ def _build(transformation, loss, batches, h, order, data, num_steps, chunk):
         def at_n(b):
             return b[n // C, n % C]
 
-        def forward(c, carry):  # pass 1: f_l(theta) for the chunk, and T = sum_{l<n} f_l
-            state, U_all, T = carry
-            state, U = _scan_state(transformation, state, grads_at(theta, c), P)
-            before_n = c * C + rows < n
-            T = _tm(lambda t, u: t + jnp.tensordot(before_n.astype(u.dtype), u, 1), T, U)
-            U_all = _tm(lambda b, u: jax.lax.dynamic_update_index_in_dim(b, u, c, 0), U_all, U)
-            return state, U_all, T
-
-        _, U_all, T = jax.lax.fori_loop(0, c1, forward, (state0, buf, zeros))
+        U_all, T = first_pass(n, theta)  # pass 1: f_l, and T = sum_{l<n} f_l
         fn = _tm(at_n, U_all)
         fnC = _broadcast(fn, C)
         float_state, other_state = eqx.partition(state0, eqx.is_inexact_array)

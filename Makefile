@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: convergence test lint practical orders install clean
+.PHONY: convergence test lint practical orders grid-processes install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ practical: $(STAMP)
 orders: $(STAMP)
 	$(PY) -m experiments.orders run
 	$(PY) -m experiments.orders report
+
+# one grid as P local processes forming one JAX cluster (docs/sweeps.md, "Several processes")
+P ?= 2
+grid-processes: $(STAMP)
+	$(PY) -m experiments.launch -n $(P) -- $(PY) -m experiments.convergence \
+	  --grid beta=0.5,0.7 rho=0.7,0.9 --h 0.05 0.025 0.0125 --out results/grid-processes
 
 clean:
 	rm -rf results .pytest_cache

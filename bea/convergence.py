@@ -202,7 +202,7 @@ def grid(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
         problem = _problem(loss, params0, data, name, cfg)
         results = _run(problem, cfg, combos, progress, shard_history=shard_history)
     return GridResult(tuple(names), combos, results, time.perf_counter() - t0,
-                      len(jax.devices()))
+                      results[0].devices, jax.process_count())
 
 
 def cfg_hyper(cfg: SweepConfig) -> dict[str, float]:
@@ -253,7 +253,7 @@ def _fetch(x) -> np.ndarray:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.array(multihost_utils.process_allgather(x, tiled=True))  # writable
     return np.array(x)  # a writable copy
 
 
@@ -369,16 +369,22 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     mesh = _mesh(where.device.platform) if C > 1 else None
     static, traced = _split_hyper(combos, mesh)
     batches = batch_sequence(problem, cfg.batch_size, N_max, cfg.seed) if mini else None
-    if mini and shard_history and mesh is not None and N_max % mesh.size == 0:
-        batches = jax.tree_util.tree_map(
-            lambda b: jax.device_put(np.asarray(b), NamedSharding(mesh, P("grid"))), batches)
+    theta0 = problem.theta0
+    if mesh is not None and (jax.process_count() > 1 or shard_history):
+        # a mesh over several processes takes global arrays: the history sharded (with
+        # shard_history) or replicated, like theta0
+        spec = P("grid") if shard_history and N_max % mesh.size == 0 else P()
+        put = lambda x, s: jax.device_put(np.asarray(x), NamedSharding(mesh, s))  # noqa: E731
+        batches = jax.tree_util.tree_map(lambda b: put(b, spec), batches) if mini else None
+        theta0 = put(theta0, P())
     loss = _programs.compiled_loss(problem, mini)
+    data = problem.data if mini else None  # full batch: the data are baked into ``loss``
     base = _programs.Program(cfg.optimizer, N_max, mini, static)
     trust: list[dict] = [{k: {} for k in cfg.fields} for _ in range(C)]
     points: list[list[dict[str, _Point]]] = [[] for _ in range(C)]
     diverged: list[dict[float, int]] = [{} for _ in range(C)]
     for h, N in zip(cfg.h, cfg.N, strict=True):
-        args = (problem.theta0, batches, problem.data, jnp.asarray(h, float), jnp.asarray(N))
+        args = (theta0, batches, data, jnp.asarray(h, float), jnp.asarray(N))
         disc = _fetch(_programs.discrete(*args, traced, program=base, loss=loss))[:C, : N + 1]
         bad = [first_nonfinite(d) for d in disc]
         for i in range(C):

@@ -45,13 +45,15 @@ def choose(request: str, work: float, devices: Sequence[jax.Device] | None = Non
     """The device a sweep runs on. ``request``: 'cpu', 'gpu' (any accelerator; ValueError
     if there is none) or 'auto' (the accelerator when there is one and ``work`` per field
     evaluation is at least :data:`ACCELERATOR_MIN_FLOPS`, else the host CPU).
-    ``devices`` defaults to ``jax.devices()``, ``cpu`` to the first host CPU device."""
+    ``devices`` defaults to this process's ``jax.local_devices()``, ``cpu`` to its first
+    host CPU device."""
     if request not in DEVICES:
         raise ValueError(f"unknown device {request!r}; choose from {', '.join(DEVICES)}")
-    devices = list(jax.devices() if devices is None else devices)
+    devices = list(jax.local_devices() if devices is None else devices)
     accel = [d for d in devices if d.platform != "cpu"]
     if cpu is None:
-        cpu = next((d for d in devices if d.platform == "cpu"), None) or jax.devices("cpu")[0]
+        cpu = next((d for d in devices if d.platform == "cpu"), None) or jax.local_devices(
+            backend="cpu")[0]
     if request == "cpu":
         return Placement(cpu, "cpu", "requested")
     if request == "gpu":

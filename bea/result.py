@@ -228,6 +228,7 @@ class GridResult:
     results: list[SweepResult]
     seconds: float
     devices: int
+    processes: int = 1
 
     def table(self) -> str:
         fields = self.results[0].fields
@@ -285,7 +286,7 @@ class GridResult:
         paths.append(os.path.join(directory, "grid.json"))
         write_json(paths[-1], {"config": config, "names": list(self.names),
                                "combinations": index, "seconds": self.seconds,
-                               "devices": self.devices})
+                               "devices": self.devices, "processes": self.processes})
         if plot:
             paths.append(os.path.join(directory, "grid_slopes.png"))
             n = len(self.results[0].fields)

@@ -78,7 +78,21 @@ def parse_grid(specs: list[str]) -> dict[str, list[float]]:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    from bea import distributed
+
+    try:  # before any JAX computation: join the cluster the environment describes, if any
+        distributed.initialize(PROG)
+    except ValueError as e:
+        fail(PROG, str(e))
+    with distributed.fail_cleanly(PROG):
+        return _main(args, distributed.is_main())
+
+
+def _main(args, main_process: bool) -> int:
+    """The sweep; in a multi-process run every process computes its share of the grid and
+    only process 0 checks and writes --out and prints."""
     import bea
+    from bea import distributed
     from bea.problems import PROBLEMS, make_problem
 
     bea.enable_x64()  # before any array: the problem's data are built in float64
@@ -90,6 +104,7 @@ def main(argv=None) -> int:
                   beta=args.beta, rho=args.rho, eps=args.eps, batch_size=args.batch_size,
                   seed=args.seed, engine=args.engine, solver=args.solver, rtol=args.rtol,
                   atol=args.atol, device=args.device)
+    say = print if main_process else (lambda *a, **k: None)
     try:
         cfg = bea.SweepConfig(**config)
         if args.problem == "bilinear" and args.batch_size is not None:
@@ -97,23 +112,27 @@ def main(argv=None) -> int:
         grid = parse_grid(args.grid) if args.grid else None
         names = ("grid.json",) if grid else ("convergence.json", "convergence.csv",
                                              "convergence.png")
-        replaced = check_out_dir(args.out, names)
+        replaced = check_out_dir(args.out, names) if main_process else []
         problem = make_problem(args.problem, seed=args.seed)
         where = (f"mini-batch {args.batch_size}" if args.batch_size else "full batch")
-        print(f"{args.optimizer} ({cfg.engine} fields) on {args.problem} ({where}), "
-              f"beta={args.beta} rho={args.rho} eps={args.eps} T={args.T}", flush=True)
+        say(f"{args.optimizer} ({cfg.engine} fields) on {args.problem} ({where}), "
+            f"beta={args.beta} rho={args.rho} eps={args.eps} T={args.T}", flush=True)
 
         def progress(r):
             errs = ", ".join(f"{k} {v:.3e}" for k, v in r["errors"].items())
             what = f" ({r['combinations']} combinations)" if grid else ""
-            print(f"  h={r['h']:g} N={r['N']}: {errs}{what}", file=sys.stderr, flush=True)
+            say(f"  h={r['h']:g} N={r['N']}: {errs}{what}", file=sys.stderr, flush=True)
 
         run = bea.grid if grid else bea.sweep
         extra = {"grid": grid} if grid else {}
         res = run(problem.loss, problem.theta0, problem.data, name=problem.name,
                   progress=progress, **extra, **config)
     except ValueError as e:
+        if distributed.broken(e):
+            raise  # distributed.fail_cleanly says so, in one line
         fail(PROG, str(e))
+    if not main_process:
+        return 0
     first = res.results[0] if grid else res
     print(f"ran on {first.platform} ({first.placement})", file=sys.stderr)
     if replaced:
@@ -122,9 +141,9 @@ def main(argv=None) -> int:
     res.save(args.out, plot=True)
     print(res.table())
     if grid:
-        print(f"{res.seconds:.1f} s on {res.devices} device(s); wrote {args.out}/grid.json, "
-              f"grid_slopes.png and {len(res.results)} x <combination>/convergence."
-              "{json,csv}")
+        print(f"{res.seconds:.1f} s on {res.devices} device(s) in {res.processes} "
+              f"process(es); wrote {args.out}/grid.json, grid_slopes.png and "
+              f"{len(res.results)} x <combination>/convergence.{{json,csv}}")
     else:
         print(f"{res.seconds:.1f} s; wrote {args.out}/convergence.{{json,csv,png}}")
     return 0

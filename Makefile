@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: convergence test lint practical orders install clean
+.PHONY: convergence test lint practical orders second-order install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ practical: $(STAMP)
 orders: $(STAMP)
 	$(PY) -m experiments.orders run
 	$(PY) -m experiments.orders report
+
+# the size of the second-order term along Adam runs (docs/second_order.md); refreshes its figure
+second-order: $(STAMP)
+	$(PY) -m experiments.second_order --out results/second_order
+	mkdir -p docs/img
+	cp results/second_order/second_order_size.png docs/img/
 
 clean:
 	rm -rf results .pytest_cache

@@ -48,7 +48,7 @@ def main(quick: bool = False, reps: int | None = None, steps=None) -> dict:
     from bea.problems import batch_sequence, mlp
 
     bea.enable_x64()
-    reps = reps or (5 if quick else 40)
+    reps = reps or (5 if quick else 100)
     steps = steps or ((15,) if quick else STEPS)
     cases = CASES[:1] if quick else CASES
     rows = []

@@ -157,7 +157,11 @@ def measure(s: Setting, points: int) -> list[dict]:
     # components whose full-batch gradient is exactly 0 at theta0 (the MLP's weights of
     # always-blank pixels) stay 0 along every run, and every term vanishes there: they are
     # left out of min_j |g_j|
-    moving = full_grad(problem.theta0, problem.data) != 0
+    g0 = full_grad(problem.theta0, problem.data)
+    moving = g0 != 0
+    # the share of the moving components below the eps scale at the start (docs/orders.md:
+    # there the effective step is about h / sqrt(eps))
+    below = float(np.mean(np.abs(np.asarray(g0)[np.asarray(moving)]) < math.sqrt(s.eps)))
 
     @jax.jit
     def sizes(h, N, ns):
@@ -184,7 +188,8 @@ def measure(s: Setting, points: int) -> list[dict]:
         out = np.asarray(sizes(jnp.asarray(h), jnp.asarray(N), jnp.asarray(padded)))[: len(ns)]
         f, c, e, gmin = out.T
         runs.append(dict(h=h, N=N, n=ns, t=ns * h, f=f, hc=h * c, h2e=h * h * e,
-                         ratio=(h * e) / c, gmin_over_sqrt_eps=gmin / math.sqrt(s.eps)))
+                         ratio=(h * e) / c, gmin_over_sqrt_eps=gmin / math.sqrt(s.eps),
+                         below_sqrt_eps_at_theta0=below))
     return runs
 
 
@@ -213,6 +218,7 @@ def summarise(s: Setting, runs: list[dict]) -> dict:
             median_away_from_valley=float(np.median(ratio[~near])) if (~near).any() else None,
             hc_over_f_median=float(np.median(r["hc"] / r["f"])),
             hc_over_f_window=float(np.median((r["hc"] / r["f"])[win])),
+            below_sqrt_eps_at_theta0=r["below_sqrt_eps_at_theta0"],
             window_near_valley=bool(near[win].any()),
             t_first_above_1=(float(t[1:][ratio[1:] >= 1][0]) if np.any(ratio[1:] >= 1)
                              else None),

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: convergence test lint practical orders grid-processes install clean
+.PHONY: convergence test lint practical orders second-order grid-processes install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ P ?= 2
 grid-processes: $(STAMP)
 	$(PY) -m experiments.launch -n $(P) -- $(PY) -m experiments.convergence \
 	  --grid beta=0.5,0.7 rho=0.7,0.9 --h 0.05 0.025 0.0125 --out results/grid-processes
+
+# the size of the second-order term along Adam runs (docs/second_order.md); refreshes its figure
+second-order: $(STAMP)
+	$(PY) -m experiments.second_order --out results/second_order
+	mkdir -p docs/img
+	cp results/second_order/second_order_size.png docs/img/
 
 clean:
 	rm -rf results .pytest_cache

@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 
-MODULES = {1: "bench1_scipy", 2: "bench2_torch", 3: "bench3_grid", 4: "bench4_cost"}
+MODULES = {1: "bench1_scipy", 2: "bench2_torch", 3: "bench3_grid", 4: "bench4_cost",
+           5: "bench5_order2"}
 # Benchmark 2 runs twice, each in its own process: the ladder N = 8..128 and, to show how
 # the ratio grows once compilation is amortised, the same h ladder over twice the horizon.
 VARIANTS = {2: ([], ["--long"])}
@@ -42,7 +43,7 @@ def table(rows: list[dict], machine: str, quick: bool = False) -> str:
         if "error" in r:
             t.append(f"| {k} | failed: {r['error'][-200:]!r} | | | | | | |")
             continue
-        if k == 4:
+        if k in (4, 5):  # their own tables below
             continue
         other = r.get("other_s")
         ratio = other / r["bea_s"] if other else None
@@ -62,6 +63,19 @@ def table(rows: list[dict], machine: str, quick: bool = False) -> str:
                 t.append(f"| {c['case']} | {c['disc_s']:.4f} | {c['ode_s']:.3f} | "
                          f"{c['ode_over_disc']:.0f} | {c['floor_over_disc']:.0f} | "
                          f"{c['ode_over_floor']:.2f} |")
+    for r in rows:
+        if r.get("bench") == 5 and "rows" in r:
+            met = ("n/a (--quick)" if quick else "yes" if r["met"] else "NO")
+            t += ["", f"Benchmark 5 (one order-2 field evaluation / one order-1 evaluation, "
+                  f"generic engine, Adam, {r['history_slots']} history slots; median of "
+                  f"{r['reps']} alternating repeats, compiled, warm; target <= "
+                  f"{r['target']:.0f}x, met: {met}):", "",
+                  "| case | n | order 1 (ms) | order 2 (ms) | ratio | ratio of minima |",
+                  "|---|---:|---:|---:|---:|---:|"]
+            for c in r["rows"]:
+                t.append(f"| {c['case']} | {c['n']} | {c['order1_ms']:.3f} | "
+                         f"{c['order2_ms']:.3f} | {c['ratio']:.2f}x | "
+                         f"{c['ratio_of_minima']:.2f}x |")
     return "\n".join(t)
 
 

@@ -310,6 +310,24 @@ def test_bad_user_input_is_one_clear_line():
         assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
+def test_a_field_nan_at_theta0_is_named_with_its_cause():
+    """Kingma-Ba Adam (eps outside the root) on a loss with a parameter whose gradient is
+    exactly 0: g/(sqrt(nu) + eps) is not differentiable there, the order-1 field is NaN at
+    theta0, and the sweep says so (with the count) instead of reporting a divergence."""
+    data = {"x": jnp.array([[1.0, 2.0], [0.5, -1.0], [2.0, 0.3]]), "y": jnp.array([1.0, 0, 2])}
+
+    def loss(p, b):
+        return jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2) + 0.0 * jnp.sum(p["dead"])
+
+    params = {"w": jnp.array([0.3, -0.2]), "dead": jnp.zeros(3)}
+    with pytest.raises(ValueError, match="3 of the 5 gradient components are exactly 0"):
+        bea.sweep(loss, params, data, optimizer="adam_eps_outside", h=[0.01], T=0.02,
+                  beta=0.5, rho=0.7, eps=1e-3)
+    r = bea.sweep(loss, params, data, optimizer="adam", h=[0.01], T=0.02, beta=0.5, rho=0.7,
+                  eps=1e-3)  # eps inside the root: smooth, finite
+    assert np.all(np.isfinite(r.errors["order1"]))
+
+
 def test_sweep_leaves_the_float_setting_alone():
     """bea.sweep computes in float64 inside a context and restores the caller's setting."""
     code = ("import jax, bea\nfrom bea.problems import bilinear\np = bilinear()\n"

@@ -421,7 +421,8 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
                     f"(train loss {row['train_loss']:.4g}, test acc {row['test_accuracy']:.4f})")
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(np.nanmin(met['train_loss'])):.4g}",
+        finite = np.asarray(met["train_loss"])[np.isfinite(met["train_loss"])]
+        bar.set_postfix(loss=f"{float(finite.min()):.4g}" if finite.size else "nan",
                         active=sum(active()))
         if step % cfg.checkpoint_every == 0:
             write_all()  # history first: it may run ahead of the checkpoint, never behind

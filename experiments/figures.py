@@ -167,9 +167,13 @@ def analyse(xs, y: np.ndarray, expected: int, *, n_boot: int, seed: int) -> dict
         return out
     sl = S.bootstrap_slope(np.array(xs), y, n_boot=n_boot, seed=seed)
     mean = float(np.mean(y))
+    span = xs[-1] - xs[0]
     out.update(slope={"estimate": sl.estimate, "lo": sl.lo, "hi": sl.hi},
                verdict=S.verdict(sl, expected), seeds_needed=S.seeds_needed(sl, k),
-               change_over_sweep=sl.estimate * (xs[-1] - xs[0]) / mean if mean else None)
+               # the fitted change from the first to the last x, absolute and relative
+               sweep_change={"estimate": sl.estimate * span, "lo": sl.lo * span,
+                             "hi": sl.hi * span},
+               change_over_sweep=sl.estimate * span / mean if mean else None)
     return out
 
 
@@ -380,10 +384,12 @@ def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, windo
                "losses": losses.tolist(), "rho": xs, "seeds": seeds,
                "fixed": {k: a["runs"][0][k] for k in ("h", "beta", "eps")},
                "gd_lr": g["runs"][0]["gd_lr"], "sides": []}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    n_early = 1 + min(max(len(r["rows"]) for r in g["runs"]), 40)
     for side, ls in zip(sides, ("-", "--"), strict=True):
-        paths, unreached, diverged = {}, [], []
+        paths, unreached, diverged, per_x = {}, [], [], {}
         for v in xs:
+            steps = []
             curve = np.full((len(seeds), len(losses)), np.nan)
             for j, s in enumerate(seeds):
                 r = side["table"][(v, s)]
@@ -394,11 +400,14 @@ def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, windo
                     curve[j, i] = np.nan if got is None else got[0]
                 if r["status"] == "diverged":
                     diverged.append(f"{r['name']} (step {r['rows'][-1]['step']})")
+                    steps.append(r["rows"][-1]["step"])
                 elif np.isnan(curve[j, -1]):
                     unreached.append(r["name"])
             paths[v] = curve
+            if steps:
+                per_x[f"{v:g}"] = f"{len(steps)}/{len(seeds)} by step {min(steps)}-{max(steps)}"
         entry = {"dir": side["dir"], "optimizer": side["optimizer"], "diverged": diverged,
-                 "unreached": unreached, "paths": {
+                 "diverged_per_rho": per_x, "unreached": unreached, "paths": {
                      f"{v:g}": {"reached": int(np.sum(np.all(np.isfinite(paths[v]), axis=1))),
                                 "mean_norm": [None if np.isnan(c) else float(c)
                                               for c in _nanmean(paths[v])]}
@@ -414,6 +423,12 @@ def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, windo
                                         "verdict": S.verdict(sl, +1)})
         numbers["sides"].append(entry)
         for c, v in enumerate(xs):
+            early = np.full((len(seeds), n_early), np.nan)
+            for j, s in enumerate(seeds):
+                pn = [q["perturbed_one_norm"] for q in side["table"][(v, s)]["rows"][:n_early]]
+                early[j, :len(pn)] = pn
+            early[~np.isfinite(early)] = np.nan
+            axes[2].plot(np.arange(n_early), _nanmean(early), ls, color=f"C{c}")
             axes[0].plot(losses, _nanmean(paths[v]), ls, color=f"C{c}",
                          label=f"rho={v:g} {'Adam' if ls == '-' else 'modified GD'}")
     axes[0].set(xscale="log", yscale="log", xlabel="training loss",
@@ -434,6 +449,8 @@ def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, windo
                 ylabel="slope of the norm against rho (95%)")
     axes[1].invert_xaxis()
     axes[1].legend(fontsize=7)
+    axes[2].set(yscale="log", xlabel="step",
+                ylabel=r"$\|\nabla E\|_{1,\varepsilon}$ (mean over seeds while finite)")
     fig.suptitle(f"h={numbers['fixed']['h']:g}, beta={numbers['fixed']['beta']:g}, "
                  f"{len(seeds)} seeds; modified GD step {numbers['gd_lr']}", fontsize=8)
     fig.tight_layout()
@@ -447,7 +464,9 @@ def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, windo
                 f"{last['slope']['estimate']:.3g} [{last['slope']['lo']:.3g}, "
                 f"{last['slope']['hi']:.3g}], the rise eq. (8) predicts "
                 f"{WORD[last['verdict']]}" if last else "no loss reached by every run")
-        extra = (f"; diverged: {', '.join(side['diverged'])}" if side["diverged"] else "")
+        extra = ("; diverged: " + ", ".join(f"rho={k}: {v}" for k, v in
+                                            side["diverged_per_rho"].items())
+                 if side["diverged"] else "")
         lines.append(f"{side['optimizer']}: {tail}{extra}")
     numbers["verdict"] = "\n".join(lines)
     write_json(os.path.join(out, "mechanism.json"), numbers)

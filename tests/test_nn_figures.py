@@ -160,6 +160,7 @@ def test_mechanism_compares_adam_with_modified_gd_and_names_divergence(tmp_path)
     assert (tmp_path / "out" / "mechanism.png").stat().st_size > 1000
     adam, mgd = numbers["sides"]
     assert mgd["diverged"] == [f"rho=0.99/seed={s} (step 3)" for s in (0, 1, 2)]
+    assert mgd["diverged_per_rho"] == {"0.99": "3/3 by step 3-3"}
     assert mgd["trends"] == [] and "no loss reached by every run" in numbers["verdict"]
     assert adam["trends"][-1]["verdict"] == "absent"
     assert mgd["paths"]["0.99"]["reached"] == 0 and mgd["paths"]["0.95"]["reached"] == 3

@@ -55,7 +55,7 @@ LABEL = {"perturbed_one_norm": r"$\|\nabla E\|_{1,\varepsilon}$",
          "test_accuracy": "test accuracy", "hill": r"hill of $\|\nabla E\|_{1,\varepsilon}$"}
 WORD = {"holds": "holds", "absent": "is absent", "reversed": "is reversed"}
 HPARAMS = ("h", "beta", "rho", "eps")
-DPI = 90
+DPI = 80
 
 
 class FigureError(ValueError):

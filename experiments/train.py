@@ -9,7 +9,7 @@ Examples (CPU, seconds)::
     python -m experiments.train --model cnn_small --beta 0.97 --stop-loss 0.005 \
         --steps-after-stop 5 --seeds 16 --sweep-mode sequential \
         --sweep rho=0.97,0.98,0.99,0.995,0.999 --out runs/rho_seeds
-    python -m experiments.train --optimizer modified_gd --gd-lr 0.5 ... (GD on eq. (8))
+    python -m experiments.train --optimizer modified_gd --gd-lr 0.3 ... (GD on eq. (8))
 
 Paper size (GPU): ``--model resnet50 --dataset cifar10 --data-dir DATA --h 7.5e-5
 --beta 0.97 --eps 1e-3 --stop-loss 0.01 --sweep rho=... --seeds K``. Errors in flags or

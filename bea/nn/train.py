@@ -380,6 +380,8 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
             rows = hist.read_history(m.history_path) if os.path.exists(m.history_path) else []
             m.rows = [r for r in rows if r["step"] < step]
             m.status = _status(m.rows, cfg)
+            if m.status == "running" and m.rows and m.rows[-1]["step"] < step - 1:
+                m.status = "diverged"  # stopped on a non-finite update (modified_gd's HVP)
         log(f"resumed from step {step} ({ckpt_dir})")
 
     t0 = time.monotonic()

@@ -1,171 +1,544 @@
-"""Figures 3 to 8 of Section 6 from run histories: ``python -m experiments.figures --help``.
+"""Figures 3 to 8 of Section 6 from run histories, with seeds and verdicts:
+``python -m experiments.figures --help``.
 
-    3: ||grad E||_{1,eps} at the stopping point against rho     (one panel per --runs)
-    4: test accuracy at the stopping point against rho          (one panel per --runs)
-    5: ||grad E||_{1,eps} at the stopping point against beta
-    6: test accuracy at the stopping point against beta
-    7: training loss and ||grad E||_{1,eps} per step for each beta, and test accuracy
-       where the loss first drops below --threshold (0.1 in the paper) against beta
-    8: ||grad E||_{1,eps} per step for each rho
+    3: ||grad E||_{1,eps} at equal training loss against rho   (paper: rises)
+    4: test accuracy at equal training loss against rho         (paper: falls)
+    5: ||grad E||_{1,eps} at equal training loss against beta  (paper: falls)
+    6: test accuracy at equal training loss against beta        (paper: rises)
+    7: training loss and ||grad E||_{1,eps} per step for each beta; test accuracy at
+       loss 0.1 against beta (paper: rises), the norm (falls) and its hill (falls)
+    8: ||grad E||_{1,eps} per step for each rho; the hill against rho (paper: rises)
+    mechanism: --runs ADAM_SWEEP --runs MODIFIED_GD_SWEEP (same rho values and seeds):
+       the norm at equal loss along training, Adam against gradient descent on the
+       modified loss E + c ||grad E||_{1,eps} of eq. (8), and each one's trend in rho
 
-``--runs`` is a sweep directory written by ``experiments.train --sweep`` (or a single run
-directory; give several). The stopping point is the first row whose training loss is
-below ``--threshold`` (default 0.01, the paper's; 0.1 for figure 7). Members that never
-get there are drawn hollow at their last row and flagged in the table. Writes
-``OUT/figureN.png`` and ``OUT/figureN.json`` (the plotted numbers) and prints a table.
+``--runs`` is a directory written by ``experiments.train`` (a sweep, with or without
+``--seeds``, or one run); repeat it for several panels (Figure 4: beta = 0.97 and 0.99).
+Every run is read out at each threshold of ``--thresholds`` and at ``--threshold`` (the
+paper's 0.01; 0.1 for Figure 7's accuracy) three ways (``bea.nn.readout``): ``first``,
+the first row below the loss (the paper's); ``interp``, interpolated on log loss to
+exactly that loss; ``window``, the mean over the 2w + 1 steps around the crossing
+(``--window`` w). Per configuration: the mean over seeds and its 95% bootstrap-t
+interval; per panel: the least-squares slope against x with its interval (paired over
+seeds) and the verdict "holds" / "is absent" / "is reversed" (``bea.nn.stats``). The
+headline verdict uses the window read-out at ``--threshold``. Writes ``OUT/figureN.png``
+and ``OUT/figureN.json`` (every number, the verdicts) and prints a table.
+
+Errors (one line, exit 2): a threshold some runs never reach (they are named), a window
+that leaves a run's history, a panel whose configurations have different seeds, or
+whose runs differ in anything but x.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 
-from experiments._cli import Parser, fail  # noqa: E402
+import numpy as np
+
+from experiments._cli import Parser, fail, write_json  # noqa: E402
 
 PROG = "experiments.figures"
+FIGURES = ("3", "4", "5", "6", "7", "8", "mechanism")
 X_OF = {3: "rho", 4: "rho", 5: "beta", 6: "beta", 7: "beta", 8: "rho"}
-Y_OF = {3: "perturbed_one_norm", 4: "test_accuracy", 5: "perturbed_one_norm",
-        6: "test_accuracy"}
-LABEL = {"perturbed_one_norm": r"$\|\nabla E\|_{1,\varepsilon}$ at stop",
-         "test_accuracy": "test accuracy at stop"}
+# (quantity, the sign of its slope against x that the paper reports); the first is the
+# figure's headline
+QUANTITIES = {
+    3: [("perturbed_one_norm", +1)],
+    4: [("test_accuracy", -1)],
+    5: [("perturbed_one_norm", -1)],
+    6: [("test_accuracy", +1)],
+    7: [("test_accuracy", +1), ("perturbed_one_norm", -1), ("hill", -1)],
+    8: [("hill", +1), ("perturbed_one_norm", +1)],
+}
+LABEL = {"perturbed_one_norm": r"$\|\nabla E\|_{1,\varepsilon}$",
+         "test_accuracy": "test accuracy", "hill": r"hill of $\|\nabla E\|_{1,\varepsilon}$"}
+WORD = {"holds": "holds", "absent": "is absent", "reversed": "is reversed"}
+HPARAMS = ("h", "beta", "rho", "eps")
+DPI = 80
+
+
+class FigureError(ValueError):
+    """Runs that cannot make the figure asked for; the message names them."""
+
+
+def _nanmean(a: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 ignoring NaN; NaN where a column has no finite entry."""
+    ok = np.isfinite(a)
+    n = ok.sum(axis=0)
+    return np.where(n > 0, np.where(ok, a, 0).sum(axis=0) / np.maximum(n, 1), np.nan)
 
 
 def load_runs(directory: str) -> list[dict]:
-    """[{h, beta, rho, eps, dir, rows, status}] for the run(s) in ``directory``."""
+    """[{h, beta, rho, eps, seed, name, dir, rows, status, model, dataset, optimizer,
+    gd_lr}] for every run (a directory with history.csv) at or below ``directory``."""
     from bea.nn import history as H
 
-    dirs = [directory] if os.path.exists(os.path.join(directory, "history.csv")) else sorted(
-        os.path.join(directory, d) for d in os.listdir(directory)
-        if os.path.exists(os.path.join(directory, d, "history.csv")))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no run directory {directory}")
+    dirs = sorted(root for root, _, files in os.walk(directory) if "history.csv" in files)
     if not dirs:
         raise FileNotFoundError(f"no history.csv in {directory} or its subdirectories")
     runs = []
     for d in dirs:
         cfg = H.read_json(os.path.join(d, "config.json"))
-        runs.append({k: cfg[k] for k in ("h", "beta", "rho", "eps", "status")}
-                    | {"dir": d, "rows": H.read_history(os.path.join(d, "history.csv")),
-                       "model": cfg["config"]["model"], "dataset": cfg["config"]["dataset"]})
+        c = cfg["config"]
+        rows = H.read_history(os.path.join(d, "history.csv"))
+        if not rows:
+            raise FigureError(f"{d}/history.csv has no rows")
+        runs.append({k: cfg[k] for k in HPARAMS} | {
+            "seed": cfg.get("seed", c.get("seed", 0)), "status": cfg["status"], "dir": d,
+            "name": os.path.relpath(d, directory) if d != directory else os.path.basename(d),
+            "rows": rows, "model": c["model"], "dataset": c["dataset"],
+            "optimizer": c.get("optimizer", "adam"), "gd_lr": cfg.get("gd_lr")})
     return runs
 
 
-def stop_points(runs: list[dict], x: str, threshold: float) -> list[dict]:
-    """Per run: x, the stopping row (first train loss < threshold) or the last row."""
-    from bea.nn.history import first_below
+def grid(runs: list[dict], x: str, where: str) -> tuple[list[float], list[int], dict]:
+    """(sorted x values, sorted seeds, {(x, seed): run}) of one panel, after checking
+    that the runs differ only in x and seed and that every x has the same seeds."""
+    fixed = [k for k in (*HPARAMS, "model", "dataset", "optimizer", "gd_lr") if k != x]
+    ref = runs[0]
+    for r in runs[1:]:
+        for k in fixed:
+            if r[k] != ref[k]:
+                raise FigureError(f"runs in {where} mix configurations: {k}={ref[k]!r} in "
+                                  f"{ref['name']} but {k}={r[k]!r} in {r['name']}")
+    table: dict = {}
+    for r in runs:
+        key = (r[x], r["seed"])
+        if key in table:
+            raise FigureError(f"runs in {where} repeat {x}={r[x]:g} seed={r['seed']}: "
+                              f"{table[key]['name']} and {r['name']}")
+        table[key] = r
+    xs = sorted({r[x] for r in runs})
+    seeds = {v: sorted(s for (xv, s) in table if xv == v) for v in xs}
+    first = seeds[xs[0]]
+    for v in xs[1:]:
+        if seeds[v] != first:
+            raise FigureError(f"runs in {where} have different seeds per configuration: "
+                              f"{x}={xs[0]:g} has seeds {first}, {x}={v:g} has {seeds[v]}")
+    return xs, first, table
 
-    pts = []
-    for r in sorted(runs, key=lambda r: r[x]):
-        row = first_below(r["rows"], threshold)
-        pts.append({x: r[x], "reached": row is not None, "status": r["status"],
-                    **(row or r["rows"][-1])})
-    return pts
+
+def read_outs(table: dict, xs, seeds, thresholds, window: int, columns) -> dict:
+    """{threshold: {(x, seed): bea.nn.readout.read_out(...)}}; FigureError naming the
+    runs that never reach a threshold or whose window leaves the history."""
+    from bea.nn.readout import read_out
+
+    out = {}
+    for thr in thresholds:
+        out[thr] = {}
+        never, short = [], []
+        for v in xs:
+            for s in seeds:
+                run = table[(v, s)]
+                ro = read_out(run["rows"], thr, columns, window)
+                if ro is None:
+                    never.append(f"{run['name']} ({run['status']}, last train loss "
+                                 f"{run['rows'][-1]['train_loss']:.3g})")
+                elif not ro["window_complete"]:
+                    short.append(run["name"])
+                out[thr][(v, s)] = ro
+        if never:
+            raise FigureError(f"threshold {thr:g} never reached by {len(never)} run(s): "
+                              + ", ".join(never))
+        if short:
+            raise FigureError(f"the window of +-{window} steps around loss {thr:g} leaves the "
+                              f"history of {len(short)} run(s): {', '.join(short)} (train "
+                              f"with --steps-after-stop {window} or pass a smaller --window)")
+    return out
 
 
-def _title(runs: list[dict], fixed: list[str]) -> str:
-    r = runs[0]
-    return (f"{r['model']} on {r['dataset']}: "
-            + ", ".join(f"{k}={r[k]:g}" for k in fixed))
+def analyse(xs, y: np.ndarray, expected: int, *, n_boot: int, seed: int) -> dict:
+    """Per-configuration means with intervals, the slope against x with its interval and
+    the verdict, for ``y`` of shape (configurations, seeds)."""
+    from bea.nn import stats as S
+
+    k = y.shape[1]
+    per = []
+    for v, row in zip(xs, y, strict=True):
+        iv = S.bootstrap_mean(row, n_boot=n_boot, seed=seed) if k > 1 else None
+        per.append({"x": v, "mean": float(np.mean(row)), "lo": iv and iv.lo,
+                    "hi": iv and iv.hi, "values": [float(a) for a in row]})
+    out = {"expected_sign": expected, "per_config": per, "seeds": k}
+    if k < 2 or len(xs) < 2:
+        out.update(slope=None, verdict="undetermined", seeds_needed=None)
+        return out
+    sl = S.bootstrap_slope(np.array(xs), y, n_boot=n_boot, seed=seed)
+    mean = float(np.mean(y))
+    span = xs[-1] - xs[0]
+    out.update(slope={"estimate": sl.estimate, "lo": sl.lo, "hi": sl.hi},
+               verdict=S.verdict(sl, expected), seeds_needed=S.seeds_needed(sl, k),
+               # the fitted change from the first to the last x, absolute and relative
+               sweep_change={"estimate": sl.estimate * span, "lo": sl.lo * span,
+                             "hi": sl.hi * span},
+               change_over_sweep=sl.estimate * span / mean if mean else None)
+    return out
 
 
-def _scatter(ax, pts, x, y):
-    xs = [p[x] for p in pts]
-    ax.plot(xs, [p[y] for p in pts], "-", color="C0", alpha=0.5)
-    for p in pts:
-        ax.plot(p[x], p[y], "o", color="C0", mfc="C0" if p["reached"] else "none")
+def _values(quantity, readout, thr, ros, table, xs, seeds) -> np.ndarray:
+    from bea.nn.readout import hill_height
+
+    if quantity == "hill":
+        return np.array([[hill_height([q["perturbed_one_norm"] for q in table[(v, s)]["rows"]])
+                          for s in seeds] for v in xs])
+    return np.array([[ros[thr][(v, s)][readout][quantity] for s in seeds] for v in xs])
+
+
+def verdict_line(figure, panel: dict, a: dict, x: str) -> str:
+    fixed = ", ".join(f"{k}={v:g}" for k, v in panel["fixed"].items())
+    q = a["quantity"]
+    trend = f"{q} {'rises' if a['expected_sign'] > 0 else 'falls'} with {x}"
+    where = ("over the whole run" if q == "hill" else
+             f"{a['readout']} read-out at loss {a['threshold']:g}")
+    head = f"Figure {figure} ({panel['model']} on {panel['dataset']}, {fixed}): "
+    if a["slope"] is None:
+        return head + f"no verdict on '{trend}' with {a['seeds']} seed(s)"
+    s = a["slope"]
+    return (head + f"the paper's trend ({trend}) {WORD[a['verdict']]} at this size: slope "
+            f"{s['estimate']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}] per unit {x} "
+            f"({where}, {a['seeds']} seeds, 95% bootstrap-t)")
+
+
+def panel_numbers(figure: int, runs: list[dict], where: str, thresholds, primary: float,
+                  window: int, n_boot: int, seed: int) -> dict:
+    x = X_OF[figure]
+    xs, seeds, table = grid(runs, x, where)
+    ref = runs[0]
+    fixed = {k: ref[k] for k in HPARAMS if k != x}
+    columns = ["perturbed_one_norm", "test_accuracy"]
+    ros = read_outs(table, xs, seeds, sorted(set(thresholds) | {primary}), window, columns)
+    panel = {"dir": where, "model": ref["model"], "dataset": ref["dataset"],
+             "optimizer": ref["optimizer"], "fixed": fixed, "seeds": seeds, "x_values": xs,
+             "runs": [{x: v, "seed": s, "name": table[(v, s)]["name"],
+                       "status": table[(v, s)]["status"],
+                       "rows": len(table[(v, s)]["rows"]),
+                       "crossing_step": ros[primary][(v, s)]["step"]}
+                      for v in xs for s in seeds],
+             "analyses": []}
+    for i, (q, sign) in enumerate(QUANTITIES[figure]):
+        combos = ([(None, None)] if q == "hill" else
+                  [(ro, thr) for thr in sorted(ros, reverse=True)
+                   for ro in ("window", "interp", "first")])
+        for ro, thr in combos:
+            a = analyse(xs, _values(q, ro, thr, ros, table, xs, seeds), sign, n_boot=n_boot,
+                        seed=seed)
+            a.update(quantity=q, readout=ro, threshold=thr)
+            a["headline"] = i == 0 and (q == "hill" or (ro == "window" and thr == primary))
+            panel["analyses"].append(a)
+    head = next(a for a in panel["analyses"] if a["headline"])
+    panel["verdict"] = verdict_line(figure, panel, head, x)
+    panel["verdict_word"] = head["verdict"]
+    return panel
+
+
+def _errorbars(ax, a: dict, color, marker, label, offset=0.0, mfc=None):
+    xs = np.array([p["x"] for p in a["per_config"]])
+    m = np.array([p["mean"] for p in a["per_config"]])
+    xo = xs + offset
+    for p, xv in zip(a["per_config"], xo, strict=True):
+        ax.plot([xv] * len(p["values"]), p["values"], ".", color=color, alpha=0.25, ms=3)
+    if a["per_config"][0]["lo"] is not None:
+        lo = np.array([p["lo"] for p in a["per_config"]])
+        hi = np.array([p["hi"] for p in a["per_config"]])
+        ax.errorbar(xo, m, yerr=[m - lo, hi - m], fmt=marker, color=color, mfc=mfc or color,
+                    capsize=3, label=label)
+    else:
+        ax.plot(xo, m, marker, color=color, mfc=mfc or color, label=label)
+    ax.plot(xo, m, "-", color=color, alpha=0.4)
+
+
+def _find(panel, quantity, readout=None, threshold=None):
+    return next(a for a in panel["analyses"] if a["quantity"] == quantity
+                and (quantity == "hill" or (a["readout"] == readout
+                                            and a["threshold"] == threshold)))
+
+
+def _readout_axis(ax, panel, quantity, x, primary):
+    span = panel["x_values"][-1] - panel["x_values"][0]
+    if quantity == "hill":
+        _errorbars(ax, _find(panel, "hill"), "C0", "o", "hill height")
+        ax.set_ylabel(LABEL["hill"])
+    else:
+        _errorbars(ax, _find(panel, quantity, "window", primary), "C0", "o",
+                   "window mean")
+        _errorbars(ax, _find(panel, quantity, "first", primary), "C1", "s",
+                   "first row below (paper)", offset=0.012 * span, mfc="none")
+        ax.set_ylabel(f"{LABEL[quantity]} at loss {primary:g}")
+        ax.legend(fontsize=7)
     ax.set_xlabel({"rho": r"$\rho$", "beta": r"$\beta$"}[x])
-    ax.set_ylabel(LABEL[y])
 
 
-def draw(figure: int, run_dirs: list[str], out: str, threshold: float | None) -> dict:
+def _curves(ax, runs, x, column, label):
+    xs = sorted({r[x] for r in runs})
+    for r in runs:
+        i = xs.index(r[x])
+        ax.plot([q["step"] for q in r["rows"]], [q[column] for q in r["rows"]], color=f"C{i}",
+                lw=0.7, alpha=0.35, label=f"{x}={r[x]:g}" if r["seed"] == min(
+                    q["seed"] for q in runs) else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("step (= epoch, full batch)")
+    ax.set_ylabel(label)
+    ax.legend(fontsize=7)
+
+
+def draw(figure: int, run_dirs: list[str], out: str, threshold: float | None,
+         thresholds=(0.1, 0.03, 0.01), window: int = 5, n_boot: int = 10_000,
+         seed: int = 0) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = X_OF[figure]
-    threshold = threshold if threshold is not None else (0.1 if figure == 7 else 0.01)
+    primary = threshold if threshold is not None else (0.1 if figure == 7 else 0.01)
     groups = [load_runs(d) for d in run_dirs]
-    fixed = [k for k in ("h", "beta", "rho", "eps") if k != x]
-    numbers: dict = {"figure": figure, "x": x, "threshold": threshold, "panels": []}
-    if figure in Y_OF:
-        y = Y_OF[figure]
-        fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6),
+    if figure in (7, 8) and len(groups) > 1:
+        raise FigureError(f"figure {figure} takes one --runs directory, got {len(groups)}")
+    numbers: dict = {"figure": figure, "x": x, "threshold": primary,
+                     "thresholds": sorted(set(thresholds) | {primary}, reverse=True),
+                     "window": window, "n_boot": n_boot, "bootstrap_seed": seed, "panels": []}
+    for d, runs in zip(run_dirs, groups, strict=True):
+        numbers["panels"].append(panel_numbers(figure, runs, d, thresholds, primary, window,
+                                               n_boot, seed))
+    if figure <= 6:
+        q = QUANTITIES[figure][0][0]
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.6),
                                  squeeze=False)
-        for ax, runs in zip(axes[0], groups, strict=True):
-            pts = stop_points(runs, x, threshold)
-            _scatter(ax, pts, x, y)
-            ax.set_title(_title(runs, fixed), fontsize=9)
-            numbers["panels"].append({"fixed": {k: runs[0][k] for k in fixed}, "points": [
-                {x: p[x], "step": p["step"], y: p[y], "train_loss": p["train_loss"],
-                 "reached": p["reached"], "status": p["status"]} for p in pts]})
+        for ax, panel in zip(axes[0], numbers["panels"], strict=True):
+            _readout_axis(ax, panel, q, x, primary)
+            ax.set_title(_short_title(panel, x), fontsize=8)
     else:
-        runs = groups[0]
-        n_panels = 3 if figure == 7 else 1
-        fig, axes = plt.subplots(n_panels, 1, figsize=(6, 3.2 * n_panels), squeeze=False)
-        axes = axes[:, 0]
-        curves = [("train_loss", "training loss")] if figure == 7 else []
-        curves.append(("perturbed_one_norm", r"$\|\nabla E\|_{1,\varepsilon}$"))
-        for ax, (col, label) in zip(axes, curves, strict=False):
-            for i, r in enumerate(sorted(runs, key=lambda r: r[x])):
-                ax.plot([q["step"] for q in r["rows"]], [q[col] for q in r["rows"]],
-                        color=f"C{i}", label=f"{x}={r[x]:g}")
-            ax.set_yscale("log")
-            ax.set_xlabel("step (= epoch, full batch)")
-            ax.set_ylabel(label)
-            ax.legend(fontsize=8)
-        axes[0].set_title(_title(runs, fixed), fontsize=9)
-        pts = stop_points(runs, x, threshold)
+        runs, panel = groups[0], numbers["panels"][0]
+        fig, axes = plt.subplots(2, 2, figsize=(9, 6.4))
+        axes = axes.ravel()
         if figure == 7:
-            _scatter(axes[2], pts, x, "test_accuracy")
-            axes[2].set_ylabel(f"test accuracy at loss < {threshold:g}")
-        numbers["panels"].append({"fixed": {k: runs[0][k] for k in fixed}, "points": [
-            {x: p[x], "step": p["step"], "test_accuracy": p["test_accuracy"],
-             "perturbed_one_norm": p["perturbed_one_norm"], "reached": p["reached"],
-             "max_norm_after_first_min": _hill(r["rows"])}
-            for p, r in zip(pts, sorted(runs, key=lambda r: r[x]), strict=True)]})
+            _curves(axes[0], runs, x, "train_loss", "training loss")
+        else:
+            _readout_axis(axes[0], panel, "perturbed_one_norm", x, primary)
+        _curves(axes[1], runs, x, "perturbed_one_norm", LABEL["perturbed_one_norm"])
+        if figure == 7:
+            _readout_axis(axes[2], panel, "test_accuracy", x, primary)
+            _readout_axis(axes[3], panel, "perturbed_one_norm", x, primary)
+        else:
+            _readout_axis(axes[2], panel, "hill", x, primary)
+            axes[3].axis("off")
+        axes[0].set_title(_short_title(panel, x), fontsize=8)
+        if figure == 7:
+            axes[1].set_title("hills: " + ", ".join(
+                f"{p['x']:g}: {p['mean']:.2g}" for p in _find(panel, "hill")["per_config"]),
+                fontsize=7)
     fig.tight_layout()
     os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, f"figure{figure}.png")
-    fig.savefig(path, dpi=120)
+    fig.savefig(os.path.join(out, f"figure{figure}.png"), dpi=DPI)
     plt.close(fig)
-    with open(os.path.join(out, f"figure{figure}.json"), "w") as f:
-        json.dump(numbers, f, indent=2)
+    numbers["verdict"] = "\n".join(p["verdict"] for p in numbers["panels"])
+    write_json(os.path.join(out, f"figure{figure}.json"), numbers)
     return numbers
 
 
-def _hill(rows: list[dict]) -> float:
-    """Height of the "hill" of the norm curve: max after its first local minimum over
-    that minimum (1.0 if the curve only falls)."""
-    v = [q["perturbed_one_norm"] for q in rows]
-    i = next((k for k in range(1, len(v) - 1) if v[k] <= v[k - 1] and v[k] < v[k + 1]), None)
-    return 1.0 if i is None else max(v[i:]) / v[i]
+def _short_title(panel, x):
+    fixed = ", ".join(f"{k}={v:g}" for k, v in panel["fixed"].items())
+    return (f"{panel['model']} on {panel['dataset']}: {fixed}; {len(panel['seeds'])} seeds\n"
+            f"paper's trend {WORD.get(panel['verdict_word'], panel['verdict_word'])}")
+
+
+def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, window: int = 5,
+                   n_boot: int = 10_000, seed: int = 0, n_grid: int = 25) -> dict:
+    """Adam (first ``--runs``) against GD on the modified loss (second), same rho values
+    and seeds: the norm at equal loss along a grid of losses, and each one's trend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bea.nn import stats as S
+    from bea.nn.readout import at_equal_loss
+
+    if len(run_dirs) != 2:
+        raise FigureError(f"--figure mechanism takes two --runs (Adam, modified_gd), got "
+                          f"{len(run_dirs)}")
+    primary = 0.01 if threshold is None else threshold
+    sides = []
+    for d in run_dirs:
+        runs = load_runs(d)
+        xs, seeds, table = grid(runs, "rho", d)
+        sides.append({"dir": d, "optimizer": runs[0]["optimizer"], "xs": xs, "seeds": seeds,
+                      "table": table, "runs": runs})
+    if [s["optimizer"] == "modified_gd" for s in sides] != [False, True]:
+        raise FigureError("--figure mechanism wants an Adam sweep then a modified_gd sweep, got "
+                          + " and ".join(s["optimizer"] for s in sides))
+    a, g = sides
+    if (a["xs"], a["seeds"]) != (g["xs"], g["seeds"]):
+        raise FigureError(f"the two sweeps differ: rho {a['xs']} seeds {a['seeds']} against "
+                          f"rho {g['xs']} seeds {g['seeds']}")
+    for k in ("h", "beta", "eps"):
+        if a["runs"][0][k] != g["runs"][0][k]:
+            raise FigureError(f"the two sweeps differ in {k}: {a['runs'][0][k]} against "
+                              f"{g['runs'][0][k]}")
+    xs, seeds = a["xs"], a["seeds"]
+    top = min(min(r["rows"][0]["train_loss"] for r in s["runs"]) for s in sides)
+    losses = np.geomspace(0.9 * top, primary, n_grid)
+    numbers = {"figure": "mechanism", "threshold": primary, "window": window,
+               "losses": losses.tolist(), "rho": xs, "seeds": seeds,
+               "fixed": {k: a["runs"][0][k] for k in ("h", "beta", "eps")},
+               "gd_lr": g["runs"][0]["gd_lr"], "sides": []}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    n_early = 1 + min(max(len(r["rows"]) for r in g["runs"]), 40)
+    for side, ls in zip(sides, ("-", "--"), strict=True):
+        paths, unreached, diverged, per_x = {}, [], [], {}
+        for v in xs:
+            steps = []
+            curve = np.full((len(seeds), len(losses)), np.nan)
+            for j, s in enumerate(seeds):
+                r = side["table"][(v, s)]
+                lo = np.array([q["train_loss"] for q in r["rows"]])
+                pn = np.array([q["perturbed_one_norm"] for q in r["rows"]])
+                for i, L in enumerate(losses):
+                    got = at_equal_loss(lo, pn, L)
+                    curve[j, i] = np.nan if got is None else got[0]
+                if r["status"] == "diverged":
+                    diverged.append(f"{r['name']} (step {r['rows'][-1]['step']})")
+                    steps.append(r["rows"][-1]["step"])
+                elif np.isnan(curve[j, -1]):
+                    unreached.append(r["name"])
+            paths[v] = curve
+            if steps:
+                per_x[f"{v:g}"] = f"{len(steps)}/{len(seeds)} by step {min(steps)}-{max(steps)}"
+        entry = {"dir": side["dir"], "optimizer": side["optimizer"], "diverged": diverged,
+                 "diverged_per_rho": per_x, "unreached": unreached, "paths": {
+                     f"{v:g}": {"reached": int(np.sum(np.all(np.isfinite(paths[v]), axis=1))),
+                                "mean_norm": [None if np.isnan(c) else float(c)
+                                              for c in _nanmean(paths[v])]}
+                     for v in xs}}
+        # trend in rho at the thresholds every run reaches (runs that do not are named)
+        entry["trends"] = []
+        for i in sorted({*range(0, len(losses), 4), len(losses) - 1}):
+            y = np.array([paths[v][:, i] for v in xs])
+            if np.all(np.isfinite(y)) and len(seeds) > 1:
+                L = losses[i]
+                sl = S.bootstrap_slope(np.array(xs), y, n_boot=n_boot, seed=seed)
+                entry["trends"].append({"loss": float(L), "slope": sl._asdict(),
+                                        "verdict": S.verdict(sl, +1)})
+        numbers["sides"].append(entry)
+        for c, v in enumerate(xs):
+            early = np.full((len(seeds), n_early), np.nan)
+            for j, s in enumerate(seeds):
+                pn = [q["perturbed_one_norm"] for q in side["table"][(v, s)]["rows"][:n_early]]
+                early[j, :len(pn)] = pn
+            early[~np.isfinite(early)] = np.nan
+            axes[2].plot(np.arange(n_early), _nanmean(early), ls, color=f"C{c}")
+            axes[0].plot(losses, _nanmean(paths[v]), ls, color=f"C{c}",
+                         label=f"rho={v:g} {'Adam' if ls == '-' else 'modified GD'}")
+    axes[0].set(xscale="log", yscale="log", xlabel="training loss",
+                ylabel=r"$\|\nabla E\|_{1,\varepsilon}$ at equal loss (mean over seeds)")
+    axes[0].invert_xaxis()
+    axes[0].legend(fontsize=6, ncol=2)
+    for side, col in zip(numbers["sides"], ("C0", "C3"), strict=True):
+        t = side["trends"]
+        if t:
+            ax = axes[1]
+            ls_ = [q["loss"] for q in t]
+            ax.errorbar(ls_, [q["slope"]["estimate"] for q in t],
+                        yerr=[[q["slope"]["estimate"] - q["slope"]["lo"] for q in t],
+                              [q["slope"]["hi"] - q["slope"]["estimate"] for q in t]],
+                        fmt="o-", color=col, capsize=3, label=side["optimizer"])
+    axes[1].axhline(0, color="k", lw=0.5)
+    axes[1].set(xscale="log", xlabel="training loss",
+                ylabel="slope of the norm against rho (95%)")
+    axes[1].invert_xaxis()
+    axes[1].legend(fontsize=7)
+    axes[2].set(yscale="log", xlabel="step",
+                ylabel=r"$\|\nabla E\|_{1,\varepsilon}$ (mean over seeds while finite)")
+    fig.suptitle(f"h={numbers['fixed']['h']:g}, beta={numbers['fixed']['beta']:g}, "
+                 f"{len(seeds)} seeds; modified GD step {numbers['gd_lr']}", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(out, exist_ok=True)
+    fig.savefig(os.path.join(out, "mechanism.png"), dpi=DPI)
+    plt.close(fig)
+    lines = []
+    for side in numbers["sides"]:
+        last = side["trends"][-1] if side["trends"] else None
+        tail = (f"norm at loss {last['loss']:.3g} against rho: slope "
+                f"{last['slope']['estimate']:.3g} [{last['slope']['lo']:.3g}, "
+                f"{last['slope']['hi']:.3g}], the rise eq. (8) predicts "
+                f"{WORD[last['verdict']]}" if last else "no loss reached by every run")
+        extra = ("; diverged: " + ", ".join(f"rho={k}: {v}" for k, v in
+                                            side["diverged_per_rho"].items())
+                 if side["diverged"] else "")
+        lines.append(f"{side['optimizer']}: {tail}{extra}")
+    numbers["verdict"] = "\n".join(lines)
+    write_json(os.path.join(out, "mechanism.json"), numbers)
+    return numbers
 
 
 def table(numbers: dict) -> str:
-    x = numbers["x"]
-    lines = [f"Figure {numbers['figure']} (stop: first train loss < {numbers['threshold']:g})"]
+    if numbers["figure"] == "mechanism":
+        return "Mechanism (Adam against GD on E + c ||grad E||_{1,eps}):\n" + numbers["verdict"]
+    lines = [f"Figure {numbers['figure']} (read-outs at equal training loss; window "
+             f"+-{numbers['window']} steps; mean [95% interval] over seeds)"]
     for panel in numbers["panels"]:
-        lines.append("  " + ", ".join(f"{k}={v:g}" for k, v in panel["fixed"].items()))
-        keys = [k for k in panel["points"][0] if k not in (x, "reached", "status")]
-        lines.append(f"  {x:>7} " + " ".join(f"{k:>24}" for k in keys))
-        for p in panel["points"]:
-            flag = "" if p["reached"] else "  (not reached: last row)"
-            lines.append(f"  {p[x]:>7g} " + " ".join(f"{p[k]:>24.6g}" for k in keys) + flag)
+        lines.append("  " + ", ".join(f"{k}={v:g}" for k, v in panel["fixed"].items())
+                     + f"; seeds {panel['seeds']}")
+        for a in panel["analyses"]:
+            if not (a["quantity"] == "hill" or a["threshold"] == numbers["threshold"]):
+                continue
+            name = a["quantity"] if a["quantity"] == "hill" else (
+                f"{a['quantity']} {a['readout']} @ {a['threshold']:g}")
+            cells = " ".join(
+                f"{p['x']:g}: {p['mean']:.4g}" + (f" [{p['lo']:.4g}, {p['hi']:.4g}]"
+                                                 if p["lo"] is not None else "")
+                for p in a["per_config"])
+            sl = a["slope"]
+            trend = ("" if sl is None else f" | slope {sl['estimate']:.3g} "
+                     f"[{sl['lo']:.3g}, {sl['hi']:.3g}] -> {a['verdict']}")
+            lines.append(f"    {name:<36} {cells}{trend}")
+        lines.append("  " + panel["verdict"])
     return "\n".join(lines)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FigureError(f"--thresholds must be numbers, got {text!r}") from None
+    if not vals or not all(v > 0 and math.isfinite(v) for v in vals):
+        raise FigureError(f"--thresholds must be positive numbers, got {text!r}")
+    return vals
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = Parser(prog=PROG, description=__doc__.split("\n")[0])
-    p.add_argument("--figure", type=int, choices=sorted(X_OF), required=True)
+    p.add_argument("--figure", choices=FIGURES, required=True)
     p.add_argument("--runs", action="append", required=True,
-                   help="sweep (or run) directory; repeat for several panels (figures 3-6)")
+                   help="run or sweep directory; repeat for several panels (figure 4)")
     p.add_argument("--out", required=True, help="directory for figureN.png / figureN.json")
     p.add_argument("--threshold", type=float, default=None,
-                   help="stopping point: first train loss below this (0.01; 0.1 for fig. 7)")
+                   help="the headline loss (0.01; 0.1 for figure 7)")
+    p.add_argument("--thresholds", default="0.1,0.03,0.01",
+                   help="further losses to read out at (comma-separated)")
+    p.add_argument("--window", type=int, default=5,
+                   help="half-width w of the window read-out (2w + 1 steps)")
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--bootstrap-seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
-        numbers = draw(args.figure, args.runs, args.out, args.threshold)
-    except (FileNotFoundError, KeyError) as e:
-        fail(PROG, str(e))
+        if args.threshold is not None and not args.threshold > 0:
+            raise FigureError(f"--threshold must be > 0, got {args.threshold}")
+        if args.window < 0:
+            raise FigureError(f"--window must be >= 0, got {args.window}")
+        if args.n_boot < 100:
+            raise FigureError(f"--n-boot must be >= 100, got {args.n_boot}")
+        if args.figure == "mechanism":
+            numbers = draw_mechanism(args.runs, args.out, args.threshold, args.window,
+                                     args.n_boot, args.bootstrap_seed)
+        else:
+            numbers = draw(int(args.figure), args.runs, args.out, args.threshold,
+                           _floats(args.thresholds), args.window, args.n_boot,
+                           args.bootstrap_seed)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        fail(PROG, str(e).splitlines()[0] if str(e) else type(e).__name__)
     print(table(numbers))
     return numbers
 

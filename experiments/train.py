@@ -6,9 +6,14 @@ Examples (CPU, seconds)::
     python -m experiments.train --model cnn_small --beta 0.97 --stop-loss 0.01 \\
         --sweep rho=0.97,0.98,0.99,0.995,0.999 --out runs/rho
 
+    python -m experiments.train --model cnn_small --beta 0.97 --stop-loss 0.005 \
+        --steps-after-stop 5 --seeds 16 --sweep-mode sequential \
+        --sweep rho=0.97,0.98,0.99,0.995,0.999 --out runs/rho_seeds
+    python -m experiments.train --optimizer modified_gd --gd-lr 0.3 ... (GD on eq. (8))
+
 Paper size (GPU): ``--model resnet50 --dataset cifar10 --data-dir DATA --h 7.5e-5
---beta 0.97 --eps 1e-3 --stop-loss 0.01 --sweep rho=...``. Errors in flags or data exit
-with status 2 and one line on stderr.
+--beta 0.97 --eps 1e-3 --stop-loss 0.01 --sweep rho=... --seeds K``. Errors in flags or
+data exit with status 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep only the first N training examples")
     p.add_argument("--test-size", type=int, default=None,
                    help="keep only the first N test examples")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=d.optimizer)
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=d.optimizer,
+                   help="an Adam variant, or modified_gd: gradient descent on the modified "
+                        "loss E + c ||grad E||_{1,eps} of eq. (8), c = c(h, beta, rho)")
+    p.add_argument("--gd-lr", type=float, default=None,
+                   help="modified_gd only: the GD step size (default: --h; c always uses --h)")
     p.add_argument("--h", type=float, default=d.h, help="learning rate")
     p.add_argument("--beta", type=float, default=d.beta)
     p.add_argument("--rho", type=float, default=d.rho)
@@ -46,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop the first time the training loss is below this")
     p.add_argument("--max-steps", type=int, default=d.max_steps)
     p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="initialisation seed (the first of --seeds)")
+    p.add_argument("--seeds", type=int, default=d.seeds,
+                   help="K initialisations per configuration (seeds --seed .. --seed+K-1), "
+                        "run with the sweep members; directories OUT/[KEY=V/]seed=S/")
+    p.add_argument("--steps-after-stop", type=int, default=d.steps_after_stop,
+                   help="keep training N steps after the loss is first below --stop-loss "
+                        "(room for the windowed read-outs of experiments.figures)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
     p.add_argument("--physical-batch", type=int, default=d.physical_batch,
                    help="examples per accumulation batch (all devices together)")
@@ -55,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rewrite history.csv every N steps")
     p.add_argument("--sweep", default=None, help="KEY=V1,V2,... with KEY in h, beta, rho, eps")
     p.add_argument("--sweep-mode", choices=("vmap", "sequential"), default=d.sweep_mode,
-                   help="vmap: all members in one compiled program (memory x members)")
+                   help="vmap: members in one compiled program (memory x members); "
+                        "sequential: one at a time (faster per member on CPU)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="vmap at most N members per compiled program (default: all)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true")

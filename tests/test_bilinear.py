@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import bea  # noqa: F401  (float64)
+import bea  # noqa: F401
 from bea import bilinear as B
 from bea.problems import full_batch_loss
 

@@ -1,57 +1,175 @@
-"""experiments.figures on hand-written run directories, and bea.nn's import rule."""
+"""experiments.figures on hand-written run directories (seeds, read-outs, verdicts,
+errors), and bea.nn's import rule."""
 
 import json
+import math
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 from bea.nn import history as H
 from experiments import figures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RATE = 0.3  # loss = 2 exp(-RATE n): crosses 0.1, 0.03, 0.01 at rows 10, 14, 18
 
 
-def _fake_sweep(root, key, values, reach=True):
-    for i, v in enumerate(values):
-        d = root / f"{key}={v:g}"
-        d.mkdir(parents=True)
-        rows = []
-        for n in range(6):
-            loss = 1.0 / (n + 1) ** (3 + i) if reach else 1.0
-            rows.append({c: float(n + i) for c in H.COLUMNS} | {"step": n, "train_loss": loss})
-        H.write_history(str(d / "history.csv"), rows)
-        cfg = {"h": 1e-2, "beta": 0.9, "rho": 0.99, "eps": 1e-8, key: v, "status": "stop_loss",
-               "config": {"model": "cnn_small", "dataset": "digits"}}
-        (d / "config.json").write_text(json.dumps(cfg))
+def _write_run(d, rows, key, v, seed, optimizer="adam", status="stop_loss", **fixed):
+    d.mkdir(parents=True)
+    H.write_history(str(d / "history.csv"), rows)
+    cfg = {"h": 1e-2, "beta": 0.9, "rho": 0.99, "eps": 1e-8, **fixed, key: v, "seed": seed,
+           "status": status,
+           "config": {"model": "cnn_small", "dataset": "digits", "optimizer": optimizer}}
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def _fake_sweep(root, key, values, seeds=(0, 1, 2, 3, 4, 5), slope=0.0, n=30, noise=0.3,
+                optimizer="adam", **fixed):
+    """Runs whose norm and accuracy are 10 + slope x + seed noise (+ an oscillation of
+    +-3 from step to step) at every row; the loss falls like 2 exp(-0.3 n)."""
+    rng = np.random.default_rng(7)
+    for v in values:
+        for s in seeds:
+            base = 10 + slope * v + noise * rng.standard_normal()
+            rows = []
+            for k in range(n):
+                osc = 3.0 * (-1) ** k
+                rows.append({c: 1.0 for c in H.COLUMNS} | {
+                    "step": k, "train_loss": 2 * math.exp(-RATE * k),
+                    "perturbed_one_norm": base + osc, "test_accuracy": base / 20 + osc / 20})
+            name = f"{key}={v:g}" + (f"/seed={s}" if len(seeds) > 1 else "")
+            _write_run(root / name, rows, key, v, s, optimizer, **fixed)
+
+
+def _run(args, tmp_path):
+    return figures.main(args + ["--out", str(tmp_path / "out"), "--n-boot", "2000"])
 
 
 @pytest.mark.parametrize("figure", [3, 4, 5, 6, 7, 8])
-def test_every_figure_draws_png_and_numbers(tmp_path, figure):
+def test_every_figure_draws_png_numbers_and_a_verdict(tmp_path, figure):
     key = figures.X_OF[figure]
-    _fake_sweep(tmp_path / "runs", key, [0.9, 0.99])
-    numbers = figures.main(["--figure", str(figure), "--runs", str(tmp_path / "runs"),
-                            "--out", str(tmp_path / "out")])
+    _fake_sweep(tmp_path / "runs", key, [0.9, 0.95, 0.99])
+    numbers = _run(["--figure", str(figure), "--runs", str(tmp_path / "runs")], tmp_path)
     assert (tmp_path / "out" / f"figure{figure}.png").stat().st_size > 1000
-    pts = numbers["panels"][0]["points"]
-    assert [p[key] for p in pts] == [0.9, 0.99] and all(p["reached"] for p in pts)
-    if figure in (3, 5):  # the stopping row: first train loss below 0.01
-        thr = 0.1 if figure == 7 else 0.01
-        for p, i in zip(pts, range(2), strict=True):
-            first = next(n for n in range(6) if 1.0 / (n + 1) ** (3 + i) < thr)
-            assert p["step"] == first and p["perturbed_one_norm"] == first + i
+    saved = json.loads((tmp_path / "out" / f"figure{figure}.json").read_text())
+    panel = saved["panels"][0]
+    assert panel["x_values"] == [0.9, 0.95, 0.99] and panel["seeds"] == [0, 1, 2, 3, 4, 5]
+    assert panel["verdict"].startswith(f"Figure {figure} (cnn_small on digits")
+    assert saved["verdict"] == numbers["verdict"] == panel["verdict"]
+    thr = 0.1 if figure == 7 else 0.01
+    crossing = math.ceil(math.log(2 / thr) / RATE)
+    assert all(r["crossing_step"] == crossing for r in panel["runs"])
 
 
-def test_unreached_stop_is_flagged(tmp_path):
-    _fake_sweep(tmp_path / "runs", "rho", [0.99], reach=False)
-    numbers = figures.main(["--figure", "3", "--runs", str(tmp_path / "runs"),
-                            "--out", str(tmp_path / "out")])
-    assert numbers["panels"][0]["points"][0]["reached"] is False
+@pytest.mark.parametrize("slope,figure,word", [
+    (40.0, 3, "holds"), (-40.0, 3, "reversed"), (0.0, 3, "absent"),
+    (40.0, 5, "reversed"), (-40.0, 5, "holds"),
+])
+def test_the_verdict_reads_a_synthetic_trend(tmp_path, slope, figure, word):
+    """Norms 10 + slope x + seed noise (sd 0.3) under a +-3 step-to-step oscillation:
+    over x in [0.9, 0.99] a slope of 40 moves the norm by 3.6, and the window read-out
+    (which averages the oscillation out) finds it; the paper expects + for rho
+    (Figure 3) and - for beta (Figure 5)."""
+    key = figures.X_OF[figure]
+    _fake_sweep(tmp_path / "runs", key, [0.9, 0.93, 0.95, 0.97, 0.99], slope=slope)
+    numbers = _run(["--figure", str(figure), "--runs", str(tmp_path / "runs")], tmp_path)
+    panel = numbers["panels"][0]
+    assert panel["verdict_word"] == word
+    assert f"the paper's trend ({'perturbed_one_norm'}" in panel["verdict"]
+    head = next(a for a in panel["analyses"] if a["headline"])
+    assert head["readout"] == "window" and head["threshold"] == 0.01
+    if slope:
+        assert head["slope"]["lo"] < slope < head["slope"]["hi"]
+    # the crossing row 18 is even (+3); the window over rows 13..23 has six odd rows
+    # (-3) and five even (+3): it keeps -3/11 of the oscillation, the first-crossing
+    # read-out all of it, +3. The same for every seed: the means shift, the slope stays
+    first = next(a for a in panel["analyses"]
+                 if a["readout"] == "first" and a["threshold"] == 0.01)
+    assert first["slope"]["estimate"] == pytest.approx(head["slope"]["estimate"], rel=1e-9)
+    for p, q in zip(first["per_config"], head["per_config"], strict=True):
+        assert p["mean"] - q["mean"] == pytest.approx(3.0 + 3.0 / 11, abs=1e-9)
+
+
+def test_one_seed_old_style_sweep_with_window_zero(tmp_path):
+    """One seed, runs stopped at the crossing (no room for a window): --window 0 reads
+    the crossing row itself, the paper's stopping point, and gives no verdict."""
+    _fake_sweep(tmp_path / "runs", "rho", [0.9, 0.99], seeds=(0,), n=19)
+    numbers = _run(["--figure", "3", "--runs", str(tmp_path / "runs"), "--window", "0"],
+                   tmp_path)
+    panel = numbers["panels"][0]
+    assert "no verdict" in panel["verdict"] and panel["verdict_word"] == "undetermined"
+    head = next(a for a in panel["analyses"] if a["headline"])
+    assert [p["values"] for p in head["per_config"]] == [
+        [q["values"][0]] for q in next(a for a in panel["analyses"] if a["readout"] == "first"
+                                       and a["threshold"] == 0.01)["per_config"]]
+
+
+def _err(args, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _run(args, tmp_path)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return err
+
+
+def test_unreached_threshold_names_the_runs(tmp_path, capsys):
+    _fake_sweep(tmp_path / "runs", "rho", [0.9, 0.99], seeds=(0, 1))
+    err = _err(["--figure", "3", "--runs", str(tmp_path / "runs"), "--threshold", "1e-6"],
+               tmp_path, capsys)
+    assert "threshold 1e-06 never reached by 4 run(s)" in err
+    assert "rho=0.99/seed=1 (stop_loss, last train loss" in err
+
+
+def test_window_leaving_the_history_is_named(tmp_path, capsys):
+    _fake_sweep(tmp_path / "runs", "rho", [0.9, 0.99], seeds=(0, 1), n=21)  # 18 + 2 rows
+    err = _err(["--figure", "3", "--runs", str(tmp_path / "runs")], tmp_path, capsys)
+    assert "window of +-5 steps around loss 0.01 leaves the history of 4 run(s)" in err
+    assert "--steps-after-stop 5" in err
+
+
+def test_mixed_seeds_or_configurations_are_refused(tmp_path, capsys):
+    _fake_sweep(tmp_path / "a", "rho", [0.9, 0.99], seeds=(0, 1))
+    _fake_sweep(tmp_path / "a", "rho", [0.95], seeds=(0, 1, 2))
+    err = _err(["--figure", "3", "--runs", str(tmp_path / "a")], tmp_path, capsys)
+    assert "different seeds per configuration: rho=0.9 has seeds [0, 1], rho=0.95 has " \
+           "[0, 1, 2]" in err
+    _fake_sweep(tmp_path / "b", "rho", [0.9, 0.99], seeds=(0, 1))
+    _fake_sweep(tmp_path / "b" / "other", "rho", [0.95], seeds=(0, 1), beta=0.97)
+    err = _err(["--figure", "3", "--runs", str(tmp_path / "b")], tmp_path, capsys)
+    assert "mix configurations: beta=0.9" in err and "beta=0.97 in other/rho=0.95" in err
+    _fake_sweep(tmp_path / "c", "rho", [0.9, 0.99], seeds=(0, 1))
+    _fake_sweep(tmp_path / "c" / "again", "rho", [0.9], seeds=(0, 1))
+    err = _err(["--figure", "3", "--runs", str(tmp_path / "c")], tmp_path, capsys)
+    assert "repeat rho=0.9 seed=0" in err
+
+
+def test_mechanism_compares_adam_with_modified_gd_and_names_divergence(tmp_path):
+    _fake_sweep(tmp_path / "adam", "rho", [0.9, 0.95, 0.99], seeds=(0, 1, 2))
+    _fake_sweep(tmp_path / "mgd", "rho", [0.9, 0.95], seeds=(0, 1, 2), slope=40.0,
+                optimizer="modified_gd")
+    rows = [{c: 1.0 for c in H.COLUMNS} | {"step": k, "train_loss": 2.0 * 10 ** k}
+            for k in range(3)] + [{c: math.nan for c in H.COLUMNS} | {"step": 3}]
+    for s in (0, 1, 2):
+        _write_run(tmp_path / "mgd" / f"rho=0.99/seed={s}", rows, "rho", 0.99, s,
+                   "modified_gd", status="diverged")
+    numbers = _run(["--figure", "mechanism", "--runs", str(tmp_path / "adam"),
+                    "--runs", str(tmp_path / "mgd")], tmp_path)
+    assert (tmp_path / "out" / "mechanism.png").stat().st_size > 1000
+    adam, mgd = numbers["sides"]
+    assert mgd["diverged"] == [f"rho=0.99/seed={s} (step 3)" for s in (0, 1, 2)]
+    assert mgd["diverged_per_rho"] == {"0.99": "3/3 by step 3-3"}
+    assert mgd["trends"] == [] and "no loss reached by every run" in numbers["verdict"]
+    assert adam["trends"][-1]["verdict"] == "absent"
+    assert mgd["paths"]["0.99"]["reached"] == 0 and mgd["paths"]["0.95"]["reached"] == 3
 
 
 def test_bea_nn_never_imports_the_ode_machinery():
-    banned = re.compile(r"^\s*(from\s+bea\.(fields|solve)|import\s+bea\.(fields|solve)"
-                        r"|from\s+bea\s+import\s+.*\b(fields|solve)\b)", re.M)
+    ode = r"(fields|integrate|convergence|_programs)"
+    banned = re.compile(rf"^\s*(from\s+bea\.{ode}|import\s+bea\.{ode}"
+                        rf"|from\s+bea\s+import\s+.*\b{ode}\b)", re.M)
     files = list((ROOT / "bea" / "nn").glob("*.py"))
     assert files
     for path in files:

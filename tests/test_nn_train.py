@@ -74,6 +74,54 @@ def test_sigkill_and_resume_gives_the_same_history(tmp_path, uninterrupted, jax_
     assert cfg["status"] == "max_steps" and cfg["rows"] == 10
 
 
+# seeds x sweep, in two vmapped chunks (3 + 1 members), each member stopping 2 steps
+# after its loss first drops below 2.21 (steps 2 or 5 in this configuration, so some
+# members stop before the checkpoint at 6 and some between it and the kill at 8)
+SEEDS = COMMON + ["--seeds", "2", "--sweep", "rho=0.9,0.99", "--chunk-size", "3",
+                  "--stop-loss", "2.21", "--steps-after-stop", "2"]
+SEED_MEMBERS = ["rho=0.9/seed=0", "rho=0.9/seed=1", "rho=0.99/seed=0", "rho=0.99/seed=1"]
+
+
+def test_sigkill_and_resume_with_seeds_gives_the_same_histories(tmp_path, jax_cache):
+    full, part = tmp_path / "full", tmp_path / "part"
+    rc, _, err = _finish(_start(SEEDS + ["--out", str(full)], cache=jax_cache))
+    assert rc == 0, err
+    rc_part, _, _ = _finish(_start(SEEDS + ["--out", str(part), "--kill-at-step", "8"],
+                                   cache=jax_cache))
+    assert rc_part == -signal.SIGKILL
+    assert not (part / "rho=0.99" / "seed=1").exists()  # the second chunk never started
+    rc, _, err = _finish(_start(SEEDS + ["--out", str(part), "--resume"], cache=jax_cache))
+    assert rc == 0, err
+    assert "resumed from step 6" in err
+    assert json.loads((full / "sweep.json").read_text())["members"] == SEED_MEMBERS
+    stops = set()
+    for m in SEED_MEMBERS:
+        assert (part / m / "history.csv").read_bytes() == (full / m / "history.csv").read_bytes()
+        cfg = json.loads((full / m / "config.json").read_text())
+        rows = H.read_history(str(full / m / "history.csv"))
+        assert cfg["status"] == "stop_loss" and cfg["seed"] == int(m[-1])
+        k = cfg["stop_step"]  # the first row below 2.21, then 2 more rows
+        assert rows[k]["train_loss"] < 2.21 <= min(r["train_loss"] for r in rows[:k])
+        assert len(rows) == k + 3 and cfg["stop_train_loss"] == rows[k]["train_loss"]
+        stops.add(k)
+    assert min(stops) + 2 < 6 < max(stops) + 2 < 8  # stopped on both sides of the checkpoint
+
+
+def test_seed_member_is_the_single_run_with_that_seed(tmp_path):
+    """Member seed=4 of ``--seed 3 --seeds 2`` (vmapped with seed 3) is the run
+    ``--seed 4`` (to vmap round-off); the two seeds start from different weights."""
+    args = TINY + ["--max-steps", "3"]
+    cli.main(args + ["--seed", "3", "--seeds", "2", "--out", str(tmp_path / "k")])
+    cli.main(args + ["--seed", "4", "--out", str(tmp_path / "one")])
+    s3 = H.read_history(str(tmp_path / "k" / "seed=3" / "history.csv"))
+    s4 = H.read_history(str(tmp_path / "k" / "seed=4" / "history.csv"))
+    one = H.read_history(str(tmp_path / "one" / "history.csv"))
+    for a, b in zip(s4, one, strict=True):
+        for c in H.COLUMNS:
+            np.testing.assert_allclose(a[c], b[c], rtol=1e-9, atol=1e-14, err_msg=c)
+    assert abs(s3[0]["train_loss"] - s4[0]["train_loss"]) > 1e-3
+
+
 def test_history_write_is_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "history.csv")
     row = {c: 1.0 for c in H.COLUMNS} | {"step": 0}
@@ -122,6 +170,11 @@ def test_divergence_is_detected_and_recorded(tmp_path):
     (["--eps=-1e-8"], "eps must be > 0, got -1e-08"),
     (["--sweep", "rho=0.9,1.5"], "rho must be in (0, 1), got 1.5"),
     (["--sweep", "gamma=0.9"], "'gamma=0.9'"),
+    (["--seeds", "0"], "seeds must be >= 1, got 0"),
+    (["--chunk-size", "0"], "chunk-size must be >= 1, got 0"),
+    (["--steps-after-stop=-1"], "steps-after-stop must be >= 0, got -1"),
+    (["--gd-lr", "0.1"], "gd-lr 0.1 applies only to --optimizer modified_gd"),
+    (["--optimizer", "modified_gd", "--gd-lr", "0"], "gd-lr must be > 0, got 0.0"),
     (["--model", "resnet9"], "invalid choice: 'resnet9'"),
     (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
     (["--dataset", "mnist"], "invalid choice: 'mnist'"),

@@ -31,6 +31,7 @@ __all__ = [
     "make_batches",
     "batch_sums",
     "loss_and_grad",
+    "hvp",
     "evaluate",
     "data_mesh",
     "shard_batches",
@@ -105,6 +106,23 @@ def loss_and_grad(
     init = (zero, zero, jax.tree_util.tree_map(jnp.zeros_like, params))
     loss, correct, g = _accumulate(body, init, data)
     return loss / data.n, correct / data.n, jax.tree_util.tree_map(lambda a: a / data.n, g)
+
+
+def hvp(params: PyTree, static: PyTree, data: Batches, v: PyTree) -> PyTree:
+    """The full-batch Hessian-vector product H v = d/dt grad E(params + t v) at t = 0,
+    forward-over-reverse (``jax.jvp`` of ``jax.grad``) per physical batch, accumulated
+    like ``loss_and_grad``: the gradient of ||grad E||_{1,eps} is H (g / sqrt(g^2 + eps))
+    (docs/math.md, section 4), one such product."""
+
+    def grad_sum(p, x, y, w):
+        return jax.grad(lambda q: batch_sums(q, static, x, y, w)[0])(p)
+
+    def body(acc, batch):
+        hv = jax.jvp(lambda p: grad_sum(p, *batch), (params,), (v,))[1]
+        return jax.tree_util.tree_map(jnp.add, acc, hv), None
+
+    acc = _accumulate(body, jax.tree_util.tree_map(jnp.zeros_like, params), data)
+    return jax.tree_util.tree_map(lambda a: a / data.n, acc)
 
 
 def evaluate(

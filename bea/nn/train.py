@@ -6,20 +6,30 @@ One step n, at parameters theta^(n):
     test loss and accuracy at theta^(n)
     ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|; c and E + c ||g||_{1,eps}  (bea.nn.metrics)
     theta^(n+1) = Adam step with g  (bea.optimizers.adam, Definition 3.1 or a variant)
+    or, for ``modified_gd``, a gradient-descent step on the modified loss of eq. (8):
+    theta^(n+1) = theta^(n) - gd_lr (g + c H (g / sqrt(g^2 + eps)))   (bea.optimizers.gd)
 
-and row n of the history holds the quantities at theta^(n). A run stops the first time
-the training loss is below ``stop_loss`` (that row is the paper's stopping point, "the
-first point the training loss drops below 0.01"), when a loss or gradient entry is not
-finite (divergence, recorded with its step), or at ``max_steps`` / ``max_minutes``.
+and row n of the history holds the quantities at theta^(n). A run stops when the
+training loss has been below ``stop_loss`` (the first such row is the paper's stopping
+point, "the first point the training loss drops below 0.01") for ``steps_after_stop``
+further steps (0: at that row), when a loss or gradient entry is not finite
+(divergence, recorded with its step), or at ``max_steps`` / ``max_minutes``.
 
-Sweeps over h, beta, rho or eps share the model and the data, so by default their
-members run as one ``vmap``ped compiled program (one Adam state per member, members
-that stopped are no longer logged). Run directory layout::
+Members: every configuration of the sweep (h, beta, rho or eps) times ``seeds``
+initialisations (seed = ``seed``, ``seed`` + 1, ...; seed s has the same
+initialisation in every configuration). They share the model and the data, so by
+default they run as one ``vmap``ped compiled program (one optimizer state per member,
+members that stopped are no longer logged); ``chunk_size`` bounds the members per
+program (memory), ``sweep_mode="sequential"`` runs them one at a time through one
+compiled program (on CPU a vmapped convolution over member weights is 2-3x slower per
+member than one member alone). Run directory layout::
 
     OUT/history.csv, OUT/config.json, OUT/checkpoints/        (single run)
     OUT/sweep.json, OUT/checkpoints/, OUT/rho=0.99/{history.csv,config.json}, ...  (sweep)
+    OUT/sweep.json, OUT/checkpoints/, OUT/rho=0.99/seed=3/{history.csv,...}, ...   (seeds)
 
-With ``sweep_mode="sequential"`` every member has its own checkpoints directory.
+Checkpoints: ``OUT/checkpoints/`` for one program, ``OUT/checkpoints-chunk{i}/`` for
+chunks, the member's own ``checkpoints/`` when sequential.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from bea.nn.fullbatch import (
     Batches,
     data_mesh,
     evaluate,
+    hvp,
     loss_and_grad,
     make_batches,
     replicate,
@@ -53,9 +64,13 @@ from bea.nn.fullbatch import (
 )
 from bea.nn.metrics import first_order_prediction, gradient_metrics
 from bea.nn.models import MODEL_NAMES, make_model
-from bea.optimizers import adam
+from bea.nn.readout import first_crossing
+from bea.norms import correction_coefficient
+from bea.optimizers import adam, gd
 
 __all__ = [
+    "ADAM_VARIANTS",
+    "MODIFIED_GD",
     "OPTIMIZERS",
     "SWEEP_KEYS",
     "ConfigError",
@@ -69,12 +84,15 @@ __all__ = [
 ]
 
 # name -> (bias_correction, eps_inside)
-OPTIMIZERS = {
+ADAM_VARIANTS = {
     "adam": (True, True),
     "adam_no_bias_correction": (False, True),
     "adam_eps_outside": (True, False),
     "adam_no_bias_correction_eps_outside": (False, False),
 }
+# gradient descent on E + c ||grad E||_{1,eps}, c = correction_coefficient(h, beta, rho)
+MODIFIED_GD = "modified_gd"
+OPTIMIZERS = (*ADAM_VARIANTS, MODIFIED_GD)
 SWEEP_KEYS = ("h", "beta", "rho", "eps")
 # fields that may change between a run and its --resume
 _RESUMABLE = ("max_steps", "max_minutes", "checkpoint_every", "write_every")
@@ -100,12 +118,16 @@ class TrainConfig:
     max_steps: int = 1000
     max_minutes: float | None = None
     seed: int = 0
+    seeds: int = 1
+    steps_after_stop: int = 0
+    gd_lr: float | None = None
     dtype: str = "float32"
     physical_batch: int = 500
     checkpoint_every: int = 100
     write_every: int = 10
     sweep: str | None = None
     sweep_mode: str = "vmap"
+    chunk_size: int | None = None
 
 
 class HParams(NamedTuple):
@@ -113,6 +135,7 @@ class HParams(NamedTuple):
     beta: Float[Array, "..."]
     rho: Float[Array, "..."]
     eps: Float[Array, "..."]
+    gd_lr: Float[Array, "..."]  # modified_gd's step size (h unless given)
 
 
 def _check_hparams(h, beta, rho, eps, where=""):
@@ -167,6 +190,21 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"stop-loss must be > 0, got {cfg.stop_loss}")
     if cfg.max_steps < 1:
         raise ConfigError(f"max-steps must be >= 1, got {cfg.max_steps}")
+    if cfg.seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {cfg.seeds}")
+    if cfg.steps_after_stop < 0:
+        raise ConfigError(f"steps-after-stop must be >= 0, got {cfg.steps_after_stop}")
+    if cfg.chunk_size is not None and cfg.chunk_size < 1:
+        raise ConfigError(f"chunk-size must be >= 1, got {cfg.chunk_size}")
+    if cfg.chunk_size is not None and cfg.sweep_mode == "sequential":
+        raise ConfigError(f"chunk-size {cfg.chunk_size} applies to --sweep-mode vmap, "
+                          "not sequential")
+    if cfg.gd_lr is not None:
+        if cfg.optimizer != MODIFIED_GD:
+            raise ConfigError(f"gd-lr {cfg.gd_lr} applies only to --optimizer {MODIFIED_GD}, "
+                              f"not {cfg.optimizer!r}")
+        if not (cfg.gd_lr > 0 and math.isfinite(cfg.gd_lr)):
+            raise ConfigError(f"gd-lr must be > 0, got {cfg.gd_lr}")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
         raise ConfigError(f"max-minutes must be > 0, got {cfg.max_minutes}")
     for name in ("physical_batch", "checkpoint_every", "write_every"):
@@ -179,20 +217,49 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def members(cfg: TrainConfig) -> list[dict]:
-    """One dict (name, h, beta, rho, eps) per configuration of the sweep (one if none)."""
+    """One dict per member: configurations of the sweep (one if none) times seeds, keys
+    h, beta, rho, eps, gd_lr, seed, ``config_name`` (``"rho=0.99"``, None without a
+    sweep) and ``name`` (its directory below OUT: ``"rho=0.99/seed=3"``, ``"rho=0.99"``
+    with one seed, None for a single run)."""
     base = {"h": cfg.h, "beta": cfg.beta, "rho": cfg.rho, "eps": cfg.eps}
     if cfg.sweep is None:
-        return [dict(base, name=None)]
-    key, vals = parse_sweep(cfg.sweep)
-    return [dict(base, **{key: v}, name=f"{key}={v:g}") for v in vals]
+        configs = [dict(base, config_name=None)]
+    else:
+        key, vals = parse_sweep(cfg.sweep)
+        configs = [dict(base, **{key: v}, config_name=f"{key}={v:g}") for v in vals]
+    out = []
+    for c in configs:
+        c["gd_lr"] = c["h"] if cfg.gd_lr is None else cfg.gd_lr
+        for s in range(cfg.seeds):
+            seed_name = f"seed={cfg.seed + s}" if cfg.seeds > 1 else None
+            parts = [p for p in (c["config_name"], seed_name) if p is not None]
+            out.append(dict(c, seed=cfg.seed + s, name="/".join(parts) if parts else None))
+    return out
+
+
+def _all_finite(tree: PyTree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _optimizer(name: str, hp: HParams) -> optax.GradientTransformation:
+    """The optax transformation of optimizer ``name`` at hyperparameters ``hp``."""
+    if name == MODIFIED_GD:
+        return gd(hp.gd_lr)
+    bias_correction, eps_inside = ADAM_VARIANTS[name]
+    return adam(hp.h, hp.beta, hp.rho, hp.eps, bias_correction=bias_correction,
+                eps_inside=eps_inside)
 
 
 def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members: int = 2):
     """The jitted, member-vmapped step (params, opt_state, hp, train xyw, test xyw) ->
     (params', opt_state', metrics) of the module docstring; leading axis = member.
     With one member the axis is squeezed instead of vmapped (a vmap over weights turns
-    convolutions into slower batched-kernel ones)."""
-    bias_correction, eps_inside = OPTIMIZERS[optimizer]
+    convolutions into slower batched-kernel ones).
+
+    ``modified_gd`` descends E + c ||grad E||_{1,eps} (eq. (8), c from
+    ``bea.norms.correction_coefficient(h, beta, rho)``): its gradient is
+    g + c H (g / sqrt(g^2 + eps)), one full-batch Hessian-vector product
+    (``bea.nn.fullbatch.hvp``) per step on top of the gradient."""
 
     def one(params, opt_state, hp, train, test):
         tr = Batches(*train, n_train)
@@ -201,13 +268,17 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
         test_loss, test_acc = evaluate(params, static, te)
         m = gradient_metrics(g, hp.eps)
         m.update(first_order_prediction(loss, m["perturbed_one_norm"], hp.h, hp.beta, hp.rho))
-        finite = jnp.isfinite(loss) & jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(g)]))
+        finite = jnp.isfinite(loss) & _all_finite(g)
+        direction = g
+        if optimizer == MODIFIED_GD:
+            u = jax.tree_util.tree_map(lambda a: a / jnp.sqrt(a * a + hp.eps), g)
+            c = correction_coefficient(hp.h, hp.beta, hp.rho)
+            direction = jax.tree_util.tree_map(lambda a, b: a + c * b, g,
+                                               hvp(params, static, tr, u))
+            finite = finite & _all_finite(direction)
         m.update(train_loss=loss, train_accuracy=acc, test_loss=test_loss,
                  test_accuracy=test_acc, finite=finite)
-        opt = adam(hp.h, hp.beta, hp.rho, hp.eps, bias_correction=bias_correction,
-                   eps_inside=eps_inside)
-        updates, opt_state = opt.update(g, opt_state, params)
+        updates, opt_state = _optimizer(optimizer, hp).update(direction, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, m
 
     if members == 1:
@@ -221,25 +292,33 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
     return jax.jit(stepped, donate_argnums=(0, 1))
 
 
-def _init_state(cfg: TrainConfig, k: int, image_shape, num_classes, dtype):
-    model = make_model(cfg.model, image_shape[0], image_shape[1], num_classes,
-                       jax.random.PRNGKey(cfg.seed), dtype)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    bias_correction, eps_inside = OPTIMIZERS[cfg.optimizer]
-    opt_state = adam(1.0, 0.0, 0.5, 1.0, bias_correction=bias_correction,
-                     eps_inside=eps_inside).init(params)
-    stack = lambda t: jax.tree_util.tree_map(  # noqa: E731
-        lambda a: np.broadcast_to(np.asarray(a), (k,) + np.shape(a)).copy(), t)
-    return stack(params), stack(opt_state), static
+def _init_state(cfg: TrainConfig, seeds: Sequence[int], image_shape, num_classes, dtype):
+    """Stacked (params, opt_state) of the members initialised with ``seeds`` (PRNGKey(s)
+    each), and the shared static part of the model."""
+    one = {}
+    for s in dict.fromkeys(seeds):
+        model = make_model(cfg.model, image_shape[0], image_shape[1], num_classes,
+                           jax.random.PRNGKey(s), dtype)
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        hp1 = HParams(*([1.0] * len(HParams._fields)))
+        opt_state = _optimizer(cfg.optimizer, hp1._replace(beta=0.0, rho=0.5)).init(params)
+        one[s] = jax.tree_util.tree_map(np.asarray, (params, opt_state))
+    params, opt_state = jax.tree_util.tree_map(lambda *a: np.stack(a), *[one[s] for s in seeds])
+    return params, opt_state, static
 
 
-def _triggers(row: dict, stop_loss: float | None) -> str | None:
-    vals = [row[c] for c in hist.COLUMNS if c != "step"]
-    if not all(math.isfinite(v) for v in vals):
+def _status(rows: Sequence[dict], cfg: TrainConfig) -> str:
+    """"diverged" (a non-finite value in the last row), "stop_loss" (the loss first got
+    below stop_loss at least steps_after_stop rows ago) or "running"."""
+    if not rows:
+        return "running"
+    if not all(math.isfinite(rows[-1][c]) for c in hist.COLUMNS if c != "step"):
         return "diverged"
-    if stop_loss is not None and row["train_loss"] < stop_loss:
-        return "stop_loss"
-    return None
+    if cfg.stop_loss is not None:
+        k = first_crossing(np.array([r["train_loss"] for r in rows]), cfg.stop_loss)
+        if k is not None and rows[-1]["step"] >= rows[k]["step"] + cfg.steps_after_stop:
+            return "stop_loss"
+    return "running"
 
 
 class _Member:
@@ -255,29 +334,34 @@ class _Member:
 
     def summary(self, cfg: TrainConfig, steps_done: int, elapsed: float, devices: int) -> dict:
         out = {"config": dataclasses.asdict(cfg), "h": self.spec["h"], "beta": self.spec["beta"],
-               "rho": self.spec["rho"], "eps": self.spec["eps"], "sweep_member": self.spec["name"],
+               "rho": self.spec["rho"], "eps": self.spec["eps"], "seed": self.spec["seed"],
+               "sweep_member": self.spec["config_name"], "member": self.spec["name"],
                "status": self.status, "steps_done": steps_done, "rows": len(self.rows),
                "elapsed_seconds": round(elapsed, 3), "devices": devices,
                "stop_step": None, "diverged_step": None}
-        if self.status == "stop_loss":
-            last = self.rows[-1]
-            out["stop_step"] = last["step"]
-            out.update({f"stop_{c}": last[c] for c in hist.COLUMNS if c != "step"})
+        if cfg.optimizer == MODIFIED_GD:
+            out["gd_lr"] = self.spec["gd_lr"]
+        if self.status == "stop_loss":  # the first row below stop_loss
+            k = first_crossing(np.array([r["train_loss"] for r in self.rows]), cfg.stop_loss)
+            out["stop_step"] = self.rows[k]["step"]
+            out.update({f"stop_{c}": self.rows[k][c] for c in hist.COLUMNS if c != "step"})
         if self.status == "diverged":
             out["diverged_step"] = self.rows[-1]["step"]
         return out
 
 
 def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill_at_step,
-               is_main, log):
-    """Run the members ``specs`` together (vmapped), writing into ``dirs``."""
+               is_main, log, step_fns):
+    """Run the members ``specs`` together (vmapped), writing into ``dirs``. ``step_fns``
+    caches the compiled step by member count across the groups of one run (the groups
+    share the model structure, the data shapes and the optimizer)."""
     dtype = jnp.dtype(cfg.dtype)
     k = len(specs)
     ms = [_Member(s, d) for s, d in zip(specs, dirs, strict=True)]
     for m in ms:
         os.makedirs(m.dir, exist_ok=True)
-    params, opt_state, static = _init_state(cfg, k, data.x_train.shape[1:], data.num_classes,
-                                            dtype)
+    params, opt_state, static = _init_state(cfg, [s["seed"] for s in specs],
+                                            data.x_train.shape[1:], data.num_classes, dtype)
     hp = HParams(*(np.array([s[key] for s in specs], dtype=dtype) for key in HParams._fields))
     params, opt_state, hp = replicate((params, opt_state, hp), mesh)
     nd = mesh.devices.size
@@ -285,7 +369,9 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
                                        dtype), mesh)
     test = shard_batches(make_batches(data.x_test, data.y_test, cfg.physical_batch, nd,
                                       dtype), mesh)
-    step_fn = make_step(static, cfg.optimizer, train.n, test.n, k)
+    if k not in step_fns:
+        step_fns[k] = make_step(static, cfg.optimizer, train.n, test.n, k)
+    step_fn = step_fns[k]
 
     ckpt = Checkpointer(ckpt_dir)
     step = 0
@@ -296,8 +382,9 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
         for m in ms:
             rows = hist.read_history(m.history_path) if os.path.exists(m.history_path) else []
             m.rows = [r for r in rows if r["step"] < step]
-            if len(m.rows) < step or (m.rows and _triggers(m.rows[-1], cfg.stop_loss)):
-                m.status = _triggers(m.rows[-1], cfg.stop_loss) if m.rows else "running"
+            m.status = _status(m.rows, cfg)
+            if m.status == "running" and m.rows and m.rows[-1]["step"] < step - 1:
+                m.status = "diverged"  # stopped on a non-finite update (modified_gd's HVP)
         log(f"resumed from step {step} ({ckpt_dir})")
 
     t0 = time.monotonic()
@@ -332,14 +419,15 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
                 continue
             row = {"step": step, **{c: float(met[c][i]) for c in hist.COLUMNS if c != "step"}}
             m.rows.append(row)
-            why = "diverged" if not bool(met["finite"][i]) else _triggers(row, cfg.stop_loss)
-            if why is not None:
+            why = "diverged" if not bool(met["finite"][i]) else _status(m.rows, cfg)
+            if why != "running":
                 m.status = why
                 log(f"{m.spec['name'] or 'run'}: {why} at step {step} "
                     f"(train loss {row['train_loss']:.4g}, test acc {row['test_accuracy']:.4f})")
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(np.nanmin(met['train_loss'])):.4g}",
+        finite = np.asarray(met["train_loss"])[np.isfinite(met["train_loss"])]
+        bar.set_postfix(loss=f"{float(finite.min()):.4g}" if finite.size else "nan",
                         active=sum(active()))
         if step % cfg.checkpoint_every == 0:
             write_all()  # history first: it may run ahead of the checkpoint, never behind
@@ -377,47 +465,54 @@ def run(
     validate(cfg)
     is_main = jax.process_index() == 0
     specs = members(cfg)
-    root_file = os.path.join(out, "sweep.json" if cfg.sweep else "config.json")
+    several = cfg.sweep is not None or cfg.seeds > 1
+    root_file = os.path.join(out, "sweep.json" if several else "config.json")
     if os.path.exists(root_file):
         if not resume:
             raise ConfigError(f"{out} already holds a run; pass --resume or choose another --out")
         old = hist.read_json(root_file)["config"]
         new = dataclasses.asdict(cfg)
+        defaults = dataclasses.asdict(TrainConfig())  # fields newer than the run's files
         for key in new:
-            if key not in _RESUMABLE and old.get(key) != new[key]:
+            if key not in _RESUMABLE and old.get(key, defaults[key]) != new[key]:
                 raise ConfigError(f"--resume with {key}={new[key]!r} but the run in {out} has "
-                                  f"{key}={old.get(key)!r}")
+                                  f"{key}={old.get(key, defaults[key])!r}")
     data = load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype), cfg.train_size,
                         cfg.test_size)
     mesh = data_mesh()
     os.makedirs(out, exist_ok=True)
     common = dict(resume=resume, progress=progress, kill_at_step=kill_at_step,
-                  is_main=is_main, log=log)
-    if cfg.sweep is None:
+                  is_main=is_main, log=log, step_fns={})
+    if not several:
         return _group_run(cfg, specs, [out], os.path.join(out, "checkpoints"), data, mesh,
                           **common)
     if is_main:
         hist.write_json(root_file, {"config": dataclasses.asdict(cfg),
                                     "members": [s["name"] for s in specs]})
-    dirs = [os.path.join(out, s["name"]) for s in specs]
-    if cfg.sweep_mode == "vmap":
-        return _group_run(cfg, specs, dirs, os.path.join(out, "checkpoints"), data, mesh,
-                          **common)
+    dirs = [os.path.join(out, *s["name"].split("/")) for s in specs]
+    if cfg.sweep_mode == "sequential":
+        groups = [[i] for i in range(len(specs))]
+        ckpts = [os.path.join(d, "checkpoints") for d in dirs]
+    else:
+        size = cfg.chunk_size or len(specs)
+        groups = [list(range(i, min(i + size, len(specs)))) for i in range(0, len(specs), size)]
+        ckpts = ([os.path.join(out, "checkpoints")] if len(groups) == 1 else
+                 [os.path.join(out, f"checkpoints-chunk{i}") for i in range(len(groups))])
     summaries = []
-    for s, d in zip(specs, dirs, strict=True):
-        summaries += _group_run(cfg, [s], [d], os.path.join(d, "checkpoints"), data, mesh,
-                                **common)
+    for group, ckpt in zip(groups, ckpts, strict=True):
+        summaries += _group_run(cfg, [specs[i] for i in group], [dirs[i] for i in group], ckpt,
+                                data, mesh, **common)
     return summaries
 
 
 def summaries_table(summaries: Sequence[dict]) -> str:
     """A plain-text table of member summaries (for the CLI)."""
-    lines = [f"{'member':>16} {'status':>12} {'steps':>6} {'stop step':>9} "
+    lines = [f"{'member':>20} {'status':>12} {'steps':>6} {'stop step':>9} "
              f"{'||g||_1,eps':>12} {'test acc':>8}"]
     for s in summaries:
         pn = s.get("stop_perturbed_one_norm")
         ta = s.get("stop_test_accuracy")
-        lines.append(f"{s['sweep_member'] or 'run':>16} {s['status']:>12} {s['steps_done']:>6} "
+        lines.append(f"{s['member'] or 'run':>20} {s['status']:>12} {s['steps_done']:>6} "
                      f"{str(s['stop_step']):>9} {'' if pn is None else f'{pn:.5g}':>12} "
                      f"{'' if ta is None else f'{ta:.4f}':>8}")
     return "\n".join(lines)

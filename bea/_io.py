@@ -36,6 +36,8 @@ def write_atomic(path: str, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces the old file (crash safety)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
@@ -60,9 +62,10 @@ def jsonable(x: Any) -> Any:
     return x
 
 
-def write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any, sort_keys: bool = False) -> None:
     """``obj`` as indented, strict JSON (NaN/inf as null), atomically."""
-    write_atomic(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(jsonable(obj), indent=2, allow_nan=False,
+                                  sort_keys=sort_keys) + "\n")
 
 
 def read_json(path: str) -> Any:

@@ -31,12 +31,14 @@ whose runs differ in anything but x.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
 import numpy as np
 
-from experiments._cli import Parser, fail, write_json  # noqa: E402
+from bea._io import write_atomic, write_json
+from experiments._cli import Parser, fail
 
 PROG = "experiments.figures"
 FIGURES = ("3", "4", "5", "6", "7", "8", "mechanism")
@@ -56,6 +58,14 @@ LABEL = {"perturbed_one_norm": r"$\|\nabla E\|_{1,\varepsilon}$",
 WORD = {"holds": "holds", "absent": "is absent", "reversed": "is reversed"}
 HPARAMS = ("h", "beta", "rho", "eps")
 DPI = 80
+
+
+def _save(fig, path: str) -> None:
+    """The figure as PNG through bea's atomic writer (no half-written file, unique
+    temporary names for concurrent writers)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    write_atomic(path, buf.getvalue())
 
 
 class FigureError(ValueError):
@@ -331,7 +341,7 @@ def draw(figure: int, run_dirs: list[str], out: str, threshold: float | None,
                 fontsize=7)
     fig.tight_layout()
     os.makedirs(out, exist_ok=True)
-    fig.savefig(os.path.join(out, f"figure{figure}.png"), dpi=DPI)
+    _save(fig, os.path.join(out, f"figure{figure}.png"))
     plt.close(fig)
     numbers["verdict"] = "\n".join(p["verdict"] for p in numbers["panels"])
     write_json(os.path.join(out, f"figure{figure}.json"), numbers)
@@ -455,7 +465,7 @@ def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, windo
                  f"{len(seeds)} seeds; modified GD step {numbers['gd_lr']}", fontsize=8)
     fig.tight_layout()
     os.makedirs(out, exist_ok=True)
-    fig.savefig(os.path.join(out, "mechanism.png"), dpi=DPI)
+    _save(fig, os.path.join(out, "mechanism.png"))
     plt.close(fig)
     lines = []
     for side in numbers["sides"]:

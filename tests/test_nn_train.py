@@ -2,6 +2,8 @@
 
 import json
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -164,11 +166,11 @@ def test_divergence_is_detected_and_recorded(tmp_path):
 
 
 @pytest.mark.parametrize("flags,needle", [
-    (["--h", "0"], "h must be > 0, got 0.0"),
-    (["--beta", "1"], "beta must be in [0, 1), got 1.0"),
-    (["--rho", "0"], "rho must be in (0, 1), got 0.0"),
-    (["--eps=-1e-8"], "eps must be > 0, got -1e-08"),
-    (["--sweep", "rho=0.9,1.5"], "rho must be in (0, 1), got 1.5"),
+    (["--h", "0"], "h must be positive and finite, got 0.0"),
+    (["--beta", "1"], "beta must lie in [0, 1), got 1.0"),
+    (["--rho", "0"], "rho must lie in (0, 1), got 0.0"),
+    (["--eps=-1e-8"], "eps must be positive and finite, got -1e-08"),
+    (["--sweep", "rho=0.9,1.5"], "rho must lie in (0, 1), got 1.5"),
     (["--sweep", "gamma=0.9"], "'gamma=0.9'"),
     (["--seeds", "0"], "seeds must be >= 1, got 0"),
     (["--chunk-size", "0"], "chunk-size must be >= 1, got 0"),
@@ -193,7 +195,7 @@ def test_bad_flags_one_line_status_2(tmp_path, capsys, flags, needle):
 def test_bad_flag_subprocess_has_no_traceback(tmp_path):
     rc, out, err = _finish(_start(["--rho", "1.0", "--out", str(tmp_path / "x")]))
     assert rc == 2
-    assert err.strip().splitlines() == ["experiments.train: error: rho must be in (0, 1), got 1.0"]
+    assert err.strip().splitlines() == ["experiments.train: error: rho must lie in (0, 1), got 1.0"]
 
 
 def test_cifar_layout_is_read_and_missing_file_named(tmp_path):
@@ -224,3 +226,13 @@ def test_vmapped_sweep_runs_on_synthetic_cifar_and_matches_single_runs(tmp_path)
             np.testing.assert_allclose(a[c], b[c], rtol=1e-9, atol=1e-14, err_msg=c)
     with pytest.raises(SystemExit):  # the directory holds a run: --resume or a new --out
         cli.main(common + ["--rho", "0.999", "--out", str(tmp_path / "single")])
+
+
+def test_bea_nn_never_imports_the_ode_machinery():
+    ode = r"(fields|integrate|convergence|_programs)"
+    banned = re.compile(rf"^\s*(from\s+bea\.{ode}|import\s+bea\.{ode}"
+                        rf"|from\s+bea\s+import\s+.*\b{ode}\b)", re.M)
+    files = list(pathlib.Path(ROOT, "bea", "nn").glob("*.py"))
+    assert files
+    for path in files:
+        assert not banned.search(path.read_text()), path

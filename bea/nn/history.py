@@ -1,10 +1,10 @@
 """Run files: the per-step history CSV and the JSON beside it, always written atomically.
 
-Every write goes to a temporary file in the same directory, is flushed and fsynced,
-and then ``os.replace``d over the target, so a reader (or a run killed mid-write)
-never sees a half-written file. Floats are written with ``repr`` so that they read
-back to the same bits, which is what makes a resumed history identical to an
-uninterrupted one.
+Every write goes through bea's one atomic writer (a uniquely named temporary file in the
+same directory, flushed and fsynced, then ``os.replace``d over the target), so a reader (or
+a run killed mid-write) never sees a half-written file; JSON writes NaN as null. Floats
+are written with ``repr`` so that they read back to the same bits, which is what makes a
+resumed history identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Sequence
+
+from bea import _io
 
 __all__ = [
     "COLUMNS",
-    "write_text_atomic",
     "write_history",
     "read_history",
     "write_json",
@@ -42,16 +42,6 @@ COLUMNS = (
 )
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _fmt(v) -> str:
     if isinstance(v, int):
         return str(v)
@@ -64,7 +54,7 @@ def write_history(path: str, rows: Sequence[dict]) -> None:
     buf.write(",".join(COLUMNS) + "\n")
     for r in rows:
         buf.write(",".join(_fmt(r[c]) for c in COLUMNS) + "\n")
-    write_text_atomic(path, buf.getvalue())
+    _io.write_atomic(path, buf.getvalue())
 
 
 def read_history(path: str) -> list[dict]:
@@ -75,7 +65,7 @@ def read_history(path: str) -> list[dict]:
 
 
 def write_json(path: str, obj: dict) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    _io.write_json(path, obj, sort_keys=True)
 
 
 def read_json(path: str) -> dict:

@@ -66,7 +66,7 @@ from bea.nn.metrics import first_order_prediction, gradient_metrics
 from bea.nn.models import MODEL_NAMES, make_model
 from bea.nn.readout import first_crossing
 from bea.norms import correction_coefficient
-from bea.optimizers import adam, gd
+from bea.optimizers import adam, check_hyperparameters, gd
 
 __all__ = [
     "ADAM_VARIANTS",
@@ -139,14 +139,12 @@ class HParams(NamedTuple):
 
 
 def _check_hparams(h, beta, rho, eps, where=""):
-    if not (h > 0 and math.isfinite(h)):
-        raise ConfigError(f"h must be > 0, got {h}{where}")
-    if not 0 <= beta < 1:
-        raise ConfigError(f"beta must be in [0, 1), got {beta}{where}")
-    if not 0 < rho < 1:
-        raise ConfigError(f"rho must be in (0, 1), got {rho}{where}")
-    if not (eps > 0 and math.isfinite(eps)):
-        raise ConfigError(f"eps must be > 0, got {eps}{where}")
+    """Definition 3.1's ranges, by the check the sweeps use too
+    (:func:`bea.optimizers.check_hyperparameters`), as a ConfigError."""
+    try:
+        check_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
+    except ValueError as e:
+        raise ConfigError(f"{e}{where}") from None
 
 
 def parse_sweep(spec: str) -> tuple[str, list[float]]:

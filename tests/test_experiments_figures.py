@@ -4,7 +4,6 @@ errors), and bea.nn's import rule."""
 import json
 import math
 import pathlib
-import re
 
 import numpy as np
 import pytest
@@ -164,13 +163,3 @@ def test_mechanism_compares_adam_with_modified_gd_and_names_divergence(tmp_path)
     assert mgd["trends"] == [] and "no loss reached by every run" in numbers["verdict"]
     assert adam["trends"][-1]["verdict"] == "absent"
     assert mgd["paths"]["0.99"]["reached"] == 0 and mgd["paths"]["0.95"]["reached"] == 3
-
-
-def test_bea_nn_never_imports_the_ode_machinery():
-    ode = r"(fields|integrate|convergence|_programs)"
-    banned = re.compile(rf"^\s*(from\s+bea\.{ode}|import\s+bea\.{ode}"
-                        rf"|from\s+bea\s+import\s+.*\b{ode}\b)", re.M)
-    files = list((ROOT / "bea" / "nn").glob("*.py"))
-    assert files
-    for path in files:
-        assert not banned.search(path.read_text()), path

@@ -17,7 +17,7 @@ from bea import optimizer_registry as registry
 from bea.fields import FIELD_KINDS, check_field, make_field
 from bea.fields.generic import modified_field
 from bea.optimizers import adam, first_nonfinite, gd, heavy_ball, rmsprop, trajectory
-from bea.problems import Problem, batch_sequence
+from bea.problems import Problem, batch_sequence, epoch_batches
 from bea.solve import TABLEAUS, solve_fixed, solve_with_error
 
 __all__ = ["num_steps", "discrete_optimizer", "run_h", "sweep", "validate", "OPTIMIZERS",
@@ -199,7 +199,8 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
           beta: float, rho: float, eps: float, batch_size: int | None = None, seed: int = 0,
           rtol: float = 1e-12, atol: float = 1e-14, N_max: int | None = None,
           engine: str | None = None, solver: str = "auto",
-          trust: dict[str, dict[str, bool]] | None = None) -> dict:
+          trust: dict[str, dict[str, bool]] | None = None, batching: str = "iid",
+          history: str = "direct") -> dict:
     """Errors of every field against the discrete run for one h. ``N_max`` (>= T/h) pads
     the run to a common length so a whole sweep compiles one program per field.
     ``engine`` ('closed' | 'generic', default: closed where it exists) derives the fields.
@@ -209,16 +210,27 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
     its error (``out["solver"]``, ``out["tableau"]``, ``out["estimate"]``;
     :func:`solve_measured`). ``trust``: per field and tableau, whether the embedded error
     bound passed its check at an earlier h; unchecked ones are checked here
-    (``out["embedded_ok"]``)."""
+    (``out["embedded_ok"]``). ``batching``: 'iid' (:func:`bea.problems.batch_sequence`) or
+    'epoch' (:func:`bea.problems.epoch_batches`); ``history``: 'direct' (the per-step
+    history) or 'grouped' (epoch batching, Adam/RMSProp closed forms: the history grouped by
+    distinct batch, MATH.md section 7)."""
     engine = resolve_engine(optimizer, engine)
+    _check_history(batching, history, batch_size, optimizer, engine)
     N = num_steps(T, h)
     N_max = N if N_max is None else N_max
     mini = batch_size is not None
-    batches = batch_sequence(problem, batch_size, N_max, seed) if mini else None
+    batches = field_batches = None
+    if mini and batching == "epoch":
+        grouped = epoch_batches(problem, batch_size, N_max, seed)
+        batches = grouped.materialize()
+        field_batches = grouped if history == "grouped" else batches
+    elif mini:
+        batches = field_batches = batch_sequence(problem, batch_size, N_max, seed)
     args = (problem.theta0, batches, problem.data, jnp.asarray(h, float), beta, rho, eps,
             jnp.asarray(N))
     disc = np.asarray(_discrete(*args, optimizer=optimizer, N_max=N_max, mini=mini,
                                 loss=compiled_loss(problem, mini)))[: N + 1]
+    args = (problem.theta0, field_batches) + args[2:]
     bad = first_nonfinite(disc)
     out = {"h": h, "N": N, "diverged_at": bad, "errors": {}, "solver_error": {}, "floor": {},
            "solver": {}}
@@ -246,19 +258,37 @@ def run_h(problem: Problem, optimizer: str, h: float, T: float, fields: Sequence
     return out
 
 
+def _check_history(batching: str, history: str, batch_size, optimizer: str, engine: str):
+    """Raise ValueError (one line) for an unknown or impossible batching/history pair."""
+    if batching not in ("iid", "epoch"):
+        raise ValueError(f"unknown batching {batching!r}; use 'iid' or 'epoch'")
+    if history not in ("direct", "grouped"):
+        raise ValueError(f"unknown history {history!r}; use 'direct' or 'grouped'")
+    if history == "grouped" and (batch_size is None or batching != "epoch"):
+        raise ValueError("history 'grouped' needs mini-batches from a fixed partition: "
+                         "batch_size and batching='epoch'")
+    if history == "grouped" and (engine != "closed" or optimizer not in ("adam", "rmsprop")):
+        raise ValueError(f"history 'grouped' exists for the closed-form adam and rmsprop "
+                         f"fields, not {optimizer!r} with engine {engine!r}")
+
+
 def sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
           fields: Sequence[str] = ("order0", "order1"), *, beta: float = 0.9, rho: float = 0.999,
           eps: float = 1e-8, batch_size: int | None = None, seed: int = 0,
           rtol: float = 1e-12, atol: float = 1e-14, progress=None,
-          engine: str | None = None, solver: str = "auto") -> dict:
+          engine: str | None = None, solver: str = "auto", batching: str = "iid",
+          history: str = "direct") -> dict:
     """The convergence sweep: errors per field and h, fitted and local slopes, floor flags.
     ``engine``: 'closed' (the paper's formulas) or 'generic' (MATH.md section 5, any
     smooth optax optimizer of :mod:`bea.optimizer_registry`); default closed where it exists.
+
+    ``batching``/``history``: see :func:`run_h`.
 
     Returns the dictionary written to ``convergence.json`` (without ``config``)."""
     validate(h=hs, beta=beta, rho=rho, eps=eps, T=T, optimizer=optimizer, fields=fields,
              batch_size=batch_size, engine=engine)
     engine = resolve_engine(optimizer, engine)
+    _check_history(batching, history, batch_size, optimizer, engine)
     hs = sorted(hs, reverse=True)
     t0 = time.perf_counter()
     N_max = max(num_steps(T, h) for h in hs)
@@ -266,7 +296,8 @@ def sweep(problem: Problem, optimizer: str, hs: Sequence[float], T: float,
     for h in hs:  # coarsest first: its run checks the embedded error bound for the others
         runs.append(run_h(problem, optimizer, h, T, fields, beta=beta, rho=rho, eps=eps,
                           batch_size=batch_size, seed=seed, rtol=rtol, atol=atol, N_max=N_max,
-                          engine=engine, solver=solver, trust=trust))
+                          engine=engine, solver=solver, trust=trust, batching=batching,
+                          history=history))
         trust = merge_trust(trust, runs[-1].get("embedded_ok", {}))
         if progress is not None:
             progress(runs[-1])

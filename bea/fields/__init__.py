@@ -6,6 +6,9 @@
 - :mod:`bea.fields.special_cases`: GD (Barrett-Dherin), heavy ball (Ghosh et al.), Examples 3.5, 3.8
 - :mod:`bea.fields.generic`: any smooth optax optimizer, by MATH.md section 5
   (:func:`modified_field`; no per-optimizer algebra)
+- :class:`Grouped`: a history grouped by distinct batch (MATH.md section 7); the Adam and
+  RMSProp fields take it in place of the per-step history and cost B gradients and 2B
+  Hessian-vector products per evaluation (:mod:`bea.fields._grouped`)
 
 A field is a pure function ``f(n, theta) -> dtheta`` (n the step whose interval
 [nh, (n+1)h] is being integrated). :func:`make_field` builds one by name.
@@ -16,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bea.fields import adam, full_batch, generic, rmsprop, special_cases
+from bea.fields._history import Grouped
 from bea.fields.generic import modified_field
 
 __all__ = ["adam", "rmsprop", "full_batch", "special_cases", "generic", "modified_field",
+           "Grouped",
            "make_field", "check_field", "FIELD_KINDS",
            "CLOSED_FORM_OPTIMIZERS"]
 

@@ -4,6 +4,8 @@ exponential-average weights with their bias corrections."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
@@ -74,3 +76,25 @@ def chunk_history(batches: PyTree, C: int) -> tuple[PyTree, int]:
         return b.reshape((nc, C) + b.shape[1:])
 
     return jax.tree_util.tree_map(one, batches), nc
+
+
+class Grouped(NamedTuple):
+    """A batch history grouped by distinct batch (MATH.md section 7): step k uses batch
+    ``b(k) = ids[k]`` of the ``B`` batches in ``distinct`` (every leaf has leading axis B), so
+    batch k is ``distinct[ids[k]]``. A finite data set cut into a fixed partition (visited in
+    any order, e.g. :func:`bea.problems.epoch_batches`) gives one; passed as ``batches`` to
+    :func:`bea.fields.adam.field` or :func:`bea.fields.rmsprop.field` it selects the grouped
+    evaluation of Theorems 3.6 / 3.3 (B gradients and 2B Hessian-vector products per
+    evaluation, whatever n is)."""
+
+    distinct: PyTree  # leaves with leading axis B
+    ids: Int[Array, " K"]  # b(k) in [0, B)
+
+    @property
+    def num_batches(self) -> int:
+        """B, the number of distinct batches."""
+        return jax.tree_util.tree_leaves(self.distinct)[0].shape[0]
+
+    def materialize(self) -> PyTree:
+        """The direct history: batch k at index k of every leaf's leading axis (length K)."""
+        return jax.tree_util.tree_map(lambda d: d[self.ids], self.distinct)

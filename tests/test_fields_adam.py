@@ -251,6 +251,10 @@ def test_grouped_bad_input(epochs):
         adam.field(p.loss, g.materialize(), 0.1, 0.5, 0.5, 1e-3, scan="sequential")
     with pytest.raises(ValueError, match="1-D integer array"):
         adam.field(p.loss, Grouped(g.distinct, jnp.zeros(5)), 0.1, 0.5, 0.5, 1e-3)
+    from bea.fields import make_field
+
+    with pytest.raises(ValueError, match="adam and rmsprop fields only, not 'heavy_ball'"):
+        make_field("heavy_ball", "order1", p.loss, 0.1, beta=0.5, batches=g)
 
 
 def _loss_dots(f, *args):

@@ -112,3 +112,26 @@ def test_minibatch_adam_window_changes_no_reported_digit(monkeypatch):
     full = sw.run_h(prob, "adam", 0.01, 1.5, ["order1"], batch_size=8, solver="fixed",
                     N_max=151, **kw)  # a new N_max: a fresh trace, without the window
     assert _rel(windowed["errors"]["order1"], full["errors"]["order1"]) < 1e-12
+
+
+def test_grouped_history_sweep_reports_the_direct_errors():
+    """sweep(..., batching="epoch", history="grouped") reports the errors of the direct
+    history to 1e-9 relative (the fields agree to ~1e-14; the solver tolerance is what the
+    errors share), for Adam (the whole history) and RMSProp (rho = 0.1: the round-off window
+    2W = 38 < N = 50 applies)."""
+    from bea.fields._window import window_length
+
+    assert window_length(0.9, 0.99, 50) is None and window_length(0.0, 0.1, 50) == 38
+    prob = make_problem("quadratic", seed=0)
+    for opt, kw in (("adam", dict(beta=0.9, rho=0.99)), ("rmsprop", dict(rho=0.1))):
+        res = {hist: sw.sweep(prob, opt, [0.02, 0.01], 0.5, eps=1e-3, batch_size=32,
+                              batching="epoch", history=hist, solver="fixed", **kw)
+               for hist in ("direct", "grouped")}
+        for k in ("order0", "order1"):
+            assert _rel(res["grouped"]["errors"][k], res["direct"]["errors"][k]) < 1e-9
+    with pytest.raises(ValueError, match="history 'grouped' needs mini-batches"):
+        sw.sweep(prob, "adam", [0.1], 1.0, batch_size=32, history="grouped")
+    with pytest.raises(ValueError, match="unknown batching 'cyclic'"):
+        sw.sweep(prob, "adam", [0.1], 1.0, batch_size=32, batching="cyclic")
+    with pytest.raises(ValueError, match="not 'gd'"):
+        sw.sweep(prob, "gd", [0.1], 1.0, batch_size=32, batching="epoch", history="grouped")

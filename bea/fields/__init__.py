@@ -63,11 +63,15 @@ def make_field(
     """The closed-form field ``kind`` (one of FIELD_KINDS) of ``optimizer``.
 
     Full batch when ``batches`` is None: ``loss`` is then E(theta); otherwise ``loss`` is
-    E(theta, batch) and ``batches`` holds batch k at index k. ``num_steps`` bounds n (needed
+    E(theta, batch) and ``batches`` holds batch k at index k, or (adam, rmsprop) is a
+    :class:`Grouped` history (MATH.md section 7). ``num_steps`` bounds n (needed
     by full-batch RMSProp's history sum). Raises ValueError naming what does not exist.
     """
     mini = batches is not None
     check_field(optimizer, kind, mini)
+    if isinstance(batches, Grouped) and optimizer not in ("adam", "rmsprop"):
+        raise ValueError(f"a Grouped history (MATH.md section 7) is taken by the adam and "
+                         f"rmsprop fields only, not {optimizer!r}; pass .materialize()")
     order = 0 if kind == "order0" else 1
     variant = "typo" if kind == "order1_typo" else "paper"
     if optimizer == "adam":

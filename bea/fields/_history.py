@@ -1,6 +1,7 @@
 """Shared pieces of the mini-batch fields: gradients and Hessian-vector products over the
 history of batches, all taken at the current theta (MATH.md section 3), and the
-exponential-average weights with their bias corrections."""
+exponential-average weights with their bias corrections; and :class:`Grouped`, a history
+stored as its distinct batches and the batch index of every step (MATH.md section 7)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from bea import optimizer_registry as registry
 from bea.measure import first_nonfinite
 from bea.optimizers import check_hyperparameters
 from bea.precision import check_float64_loss, float64
-from bea.problems import Problem, as_problem, batch_sequence
+from bea.problems import Grouped, Problem, as_problem, batch_sequence, epoch_batches
 from bea.result import GridResult, SweepResult
 
 __all__ = ["SweepConfig", "sweep", "grid"]
@@ -48,6 +48,8 @@ __all__ = ["SweepConfig", "sweep", "grid"]
 HYPER = ("beta", "rho", "eps")
 DEFAULT_HYPER = {"beta": 0.9, "rho": 0.999, "eps": 1e-8}  # optax's Adam defaults
 SOLVERS = ("auto", "fixed", "adaptive")
+BATCHINGS = ("iid", "epoch")  # a fresh random batch per step | a fixed partition, reshuffled
+HISTORIES = ("auto", "direct", "grouped")  # how the mini-batch fields walk their history
 # What each solver tries, in order, until its error is measured >= 100x below the error.
 ATTEMPTS = {"adaptive": (("adaptive", None),),
             "fixed": (("fixed", "dopri5"), ("fixed", "dopri8")),
@@ -86,6 +88,8 @@ class SweepConfig:
     rtol: float = 1e-12
     atol: float = 1e-14
     device: str = "auto"
+    batching: str = "iid"
+    history: str = "auto"
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
@@ -131,6 +135,29 @@ class SweepConfig:
         if self.device not in placement.DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from "
                              f"{', '.join(placement.DEVICES)}")
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"unknown batching {self.batching!r}; choose from "
+                             f"{', '.join(BATCHINGS)}")
+        if self.history not in HISTORIES:
+            raise ValueError(f"unknown history {self.history!r}; choose from "
+                             f"{', '.join(HISTORIES)}")
+        if self.batching == "epoch" and self.batch_size is None:
+            raise ValueError("batching 'epoch' cuts the data into batches: give a batch size")
+        if self.history == "grouped":
+            if self.batching != "epoch":
+                raise ValueError("history 'grouped' needs the epoch schedule (batching "
+                                 "'epoch'): i.i.d. batches are all distinct")
+            if not any(self.groups(k) for k in self.fields):
+                raise ValueError(f"history 'grouped' exists for the closed-form adam and "
+                                 f"rmsprop fields (Theorems 3.6, 3.3), not for "
+                                 f"{self.to_dict()['optimizer']!r} with fields "
+                                 f"{', '.join(self.fields)}")
+
+    def groups(self, kind: str) -> bool:
+        """Whether field ``kind`` can walk a history grouped by distinct batch (docs/math.md,
+        section 7): the closed-form Theorem 3.6 and 3.3 fields of mini-batch Adam and RMSProp."""
+        return (self.batching == "epoch" and self.optimizer in ("adam", "rmsprop")
+                and registry.field_engine(kind, self.engine) == "closed")
 
     @property
     def N(self) -> tuple[int, ...]:
@@ -353,12 +380,30 @@ def _on(tree: PyTree, device: jax.Device) -> PyTree:
 
 def _placement(problem: Problem, cfg: SweepConfig, C: int) -> placement.Placement:
     """Where the sweep runs (bea.placement): the work per field evaluation is that of the
-    batches its history holds (all N_max slots in the worst case, 1 in full batch)."""
+    batches its history holds (all N_max slots in the worst case, B distinct batches when
+    every field walks the history grouped, 1 in full batch)."""
     mini = cfg.batch_size is not None
     examples = cfg.batch_size if mini else (problem.num_examples or 1)
     slots = max(cfg.N) if mini else 1
+    if mini and cfg.history != "direct" and all(cfg.groups(k) for k in cfg.fields):
+        slots = min(slots, problem.num_examples // cfg.batch_size)
     return placement.choose(cfg.device, placement.work_per_evaluation(
         int(problem.theta0.size), examples, slots, C))
+
+
+def _histories(cfg: SweepConfig, grouped: Grouped | None, N_max: int) -> dict[str, str]:
+    """How each field walks its history: 'grouped' (docs/math.md, section 7) where it can
+    and either asked for or (auto) the schedule has fewer distinct batches than the history
+    is long; else 'direct'; 'full batch' without mini-batches."""
+    if cfg.batch_size is None:
+        return {k: "full batch" for k in cfg.fields}
+    out = {}
+    for k in cfg.fields:
+        can = grouped is not None and cfg.groups(k)
+        fewer = can and grouped.num_batches < N_max
+        out[k] = "grouped" if can and (cfg.history == "grouped" or
+                                       (cfg.history == "auto" and fewer)) else "direct"
+    return out
 
 
 def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
@@ -368,7 +413,14 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     C = len(combos)
     mesh = _mesh(where.device.platform) if C > 1 else None
     static, traced = _split_hyper(combos, mesh)
-    batches = batch_sequence(problem, cfg.batch_size, N_max, cfg.seed) if mini else None
+    grouped = left_out = None
+    if mini and cfg.batching == "epoch":
+        grouped = epoch_batches(problem, cfg.batch_size, N_max, cfg.seed)
+        batches = grouped.materialize()  # the discrete run (and direct fields) step through it
+        left_out = problem.num_examples - grouped.num_batches * cfg.batch_size
+    else:
+        batches = batch_sequence(problem, cfg.batch_size, N_max, cfg.seed) if mini else None
+    histories = _histories(cfg, grouped, N_max)
     theta0 = problem.theta0
     if mesh is not None and (jax.process_count() > 1 or shard_history):
         # a mesh over several processes takes global arrays: the history sharded (with
@@ -376,6 +428,8 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
         spec = P("grid") if shard_history and N_max % mesh.size == 0 else P()
         put = lambda x, s: jax.device_put(np.asarray(x), NamedSharding(mesh, s))  # noqa: E731
         batches = jax.tree_util.tree_map(lambda b: put(b, spec), batches) if mini else None
+        if grouped is not None:
+            grouped = jax.tree_util.tree_map(lambda b: put(b, P()), grouped)
         theta0 = put(theta0, P())
     loss = _programs.compiled_loss(problem, mini)
     data = problem.data if mini else None  # full batch: the data are baked into ``loss``
@@ -395,12 +449,14 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
             program = base._replace(kind=kind, engine=registry.field_engine(kind, cfg.engine),
                                     rtol=cfg.rtol, atol=cfg.atol)
 
-            def call(method, tableau, substeps, program=program, args=args):
-                return _programs.ode(*args, traced, substeps, program=program, loss=loss,
+            fargs = (args[0], grouped, *args[2:]) if histories[kind] == "grouped" else args
+
+            def call(method, tableau, substeps, program=program, fargs=fargs):
+                return _programs.ode(*fargs, traced, substeps, program=program, loss=loss,
                                      method=method, tableau=tableau or "dopri8")
 
-            def check_start(program=program, args=args, kind=kind):
-                f0 = _fetch(_programs.field_at_start(*args[:4], traced, program=program,
+            def check_start(program=program, fargs=fargs, kind=kind):
+                f0 = _fetch(_programs.field_at_start(*fargs[:4], traced, program=program,
                                                      loss=loss))[:C]
                 if not np.all(np.isfinite(f0)):
                     opt = cfg.to_dict()["optimizer"]
@@ -417,7 +473,9 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
             progress({"h": h, "N": N, "errors": {k: per[0][k].error for k in cfg.fields},
                       "combinations": C})
     seconds = time.perf_counter() - t0
-    return [_result(problem, cfg, combos[i], points[i], diverged[i], seconds, where)
+    schedule = {"histories": histories, "left_out": left_out,
+                "distinct_batches": None if grouped is None else grouped.num_batches}
+    return [_result(problem, cfg, combos[i], points[i], diverged[i], seconds, where, schedule)
             for i in range(C)]
 
 
@@ -474,7 +532,7 @@ def _solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: list[dic
 
 def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[str, _Point]],
             diverged: dict[float, int], seconds: float,
-            where: placement.Placement) -> SweepResult:
+            where: placement.Placement, schedule: dict) -> SweepResult:
     h = np.asarray(cfg.h)
 
     def col(kind, attr, dtype=float):
@@ -484,7 +542,7 @@ def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[s
     floor = {k: col(k, "floor", bool) for k in cfg.fields}
     outside = {k: col(k, "outside", bool) for k in cfg.fields}
     return SweepResult(
-        config=cfg.to_dict() | ({} if callable(cfg.optimizer) else hyper),
+        config=cfg.to_dict() | ({} if callable(cfg.optimizer) else hyper) | schedule,
         problem=problem.name, h=h, N=np.asarray(cfg.N),
         errors=errors, solver_error={k: col(k, "solver_error") for k in cfg.fields},
         floor=floor, outside=outside,

@@ -4,9 +4,14 @@ A problem is data, not behaviour: a loss ``E(theta, batch)`` of flat parameters
 ``theta`` of shape (p,), a starting point ``theta0``, and the full data set
 ``data`` (a pytree whose leaves have a leading example axis). :func:`as_problem` makes one
 from any loss of any parameter pytree (an equinox model's, say), flattening the parameters
-with ``jax.flatten_util.ravel_pytree``; ``unravel`` maps a flat theta back. Mini-batch runs
-use :func:`batch_sequence`: a fixed, seeded, infinite sequence in which step k always
-uses batch k, so an h-sweep uses prefixes of one sequence.
+with ``jax.flatten_util.ravel_pytree``; ``unravel`` maps a flat theta back.
+
+Mini-batch runs use a fixed, seeded, infinite sequence in which step k always uses batch k,
+so an h-sweep uses prefixes of one sequence (docs/math.md, section 1). Two schedules: i.i.d.
+(:func:`batch_sequence`, a fresh random batch at every step) and epochs
+(:func:`epoch_schedule`, a fixed partition visited in an order reshuffled every epoch),
+whose history is stored grouped by distinct batch (:class:`Grouped`,
+:func:`epoch_batches`, docs/math.md, section 7).
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ __all__ = [
     "quadratic",
     "logistic",
     "mlp",
+    "cnn",
     "make_problem",
     "PROBLEMS",
     "batch_indices",
     "batch_sequence",
     "full_batch_loss",
     "as_problem",
+    "Grouped",
+    "EpochSchedule",
+    "epoch_schedule",
+    "epoch_batches",
+    "epoch_sequence",
 ]
 
 
@@ -220,11 +231,53 @@ def _mlp_loss(p, batch):
     return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
 
 
+def cnn(seed: int = 0, num_examples: int | None = 512, channels: tuple[int, int] = (8, 16),
+        hidden: int = 32) -> Problem:
+    """A small smooth convolutional network on scikit-learn's digits (8x8 images, 10
+    classes), softmax cross-entropy, built with equinox:
+
+        conv 3x3 stride 2 (1 -> c1) -> tanh -> conv 3x3 stride 2 (c1 -> c2) -> tanh
+        -> flatten (c2 x 2 x 2) -> linear (-> hidden) -> tanh -> linear (-> 10)
+
+    Strided convolutions instead of pooling and tanh throughout keep every mini-batch loss
+    C^infinity (assumption (3) needs C^4: no ReLU, no max-pool; docs/math.md, section 6). With the
+    defaults p = 3658. The parameters (equinox's arrays, ``eqx.partition``) are flattened to
+    one vector theta with ``ravel_pytree``, like the other problems; float64, seeded."""
+    import equinox as eqx
+
+    X, y = _digits(num_examples)
+    c1, c2 = channels
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
+    net = [
+        eqx.nn.Conv2d(1, c1, 3, stride=2, padding=1, key=k1, dtype=jnp.float64),
+        eqx.nn.Conv2d(c1, c2, 3, stride=2, padding=1, key=k2, dtype=jnp.float64),
+        eqx.nn.Linear(c2 * 2 * 2, hidden, key=k3, dtype=jnp.float64),
+        eqx.nn.Linear(hidden, 10, key=k4, dtype=jnp.float64),
+    ]
+    params, static = eqx.partition(net, eqx.is_array)
+    theta0, unravel = ravel_pytree(params)
+
+    def logits_one(layers, x):  # x: (64,) pixels of one image
+        conv1, conv2, lin1, lin2 = layers
+        z = jnp.tanh(conv1(x.reshape(1, 8, 8)))  # (c1, 4, 4)
+        z = jnp.tanh(conv2(z))  # (c2, 2, 2)
+        return lin2(jnp.tanh(lin1(z.reshape(-1))))
+
+    def loss(theta, batch):
+        layers = eqx.combine(unravel(theta), static)
+        logp = jax.nn.log_softmax(jax.vmap(lambda x: logits_one(layers, x))(batch["x"]))
+        return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
+
+    data = {"x": jnp.asarray(X), "y": jnp.asarray(y, dtype=jnp.int32)}
+    return Problem("cnn", loss, theta0, data, len(y))
+
+
 PROBLEMS: dict[str, Callable[..., Problem]] = {
     "bilinear": bilinear,
     "quadratic": quadratic,
     "logistic": logistic,
     "mlp": mlp,
+    "cnn": cnn,
     "mlp_centered": lambda seed=0: mlp(seed=seed, centered=True),
 }
 
@@ -269,3 +322,80 @@ def batch_sequence(problem: Problem, batch_size: int, num_steps: int, seed: int)
 def _batch_sequence(data, seed, num_examples, batch_size, num_steps):
     idx = _batch_indices(seed, num_examples, batch_size, num_steps)
     return jax.tree_util.tree_map(lambda x: x[idx], data)
+
+
+class Grouped(NamedTuple):
+    """A batch history grouped by distinct batch (docs/math.md, section 7): step k uses batch
+    ``b(k) = ids[k]`` of the ``B`` batches in ``distinct`` (every leaf has leading axis B), so
+    batch k is ``distinct[ids[k]]``. A finite data set cut into a fixed partition (visited in
+    any order, e.g. :func:`bea.problems.epoch_batches`) gives one; passed as ``batches`` to
+    :func:`bea.fields.adam.field` or :func:`bea.fields.rmsprop.field` it selects the grouped
+    evaluation of Theorems 3.6 / 3.3 (B gradients and 2B Hessian-vector products per
+    evaluation, whatever n is)."""
+
+    distinct: PyTree  # leaves with leading axis B
+    ids: Int[Array, " K"]  # b(k) in [0, B)
+
+    @property
+    def num_batches(self) -> int:
+        """B, the number of distinct batches."""
+        return jax.tree_util.tree_leaves(self.distinct)[0].shape[0]
+
+    def materialize(self) -> PyTree:
+        """The direct history: batch k at index k of every leaf's leading axis (length K)."""
+        return jax.tree_util.tree_map(lambda d: d[self.ids], self.distinct)
+
+
+class EpochSchedule(NamedTuple):
+    """An epoch schedule (docs/math.md, section 7): batch k is ``data[partition[batch_ids[k]]]``."""
+
+    partition: Int[Array, "B batch_size"]  # the fixed partition: example indices per batch
+    batch_ids: Int[Array, " num_steps"]  # b(k) in [0, B)
+    left_out: int  # num_examples - B * batch_size examples in no batch
+
+
+def epoch_schedule(num_examples: int, batch_size: int, num_steps: int,
+                   seed: int) -> EpochSchedule:
+    """The data set cut once into a seeded fixed partition of B = num_examples // batch_size
+    whole batches (the ``left_out`` = num_examples mod batch_size remaining examples are in
+    none), visited epoch after epoch in an order reshuffled every epoch: step k uses batch
+    ``batch_ids[k] = perm_e[k mod B]`` with e = k // B and perm_e a permutation of range(B)
+    drawn from ``fold_in(key, e)``. Batch k does not depend on ``num_steps`` (prefixes of one
+    infinite sequence, docs/math.md, section 1). Each distinct batch recurs once per epoch, so the
+    history groups by distinct batch (:class:`bea.fields.Grouped`, :func:`epoch_batches`)."""
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(f"batch size {batch_size} must lie in [1, {num_examples}]")
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be non-negative, got {num_steps}")
+    B = num_examples // batch_size
+    partition, ids = _epoch_schedule(jnp.asarray(seed), num_examples, batch_size, num_steps)
+    return EpochSchedule(partition, ids, num_examples - B * batch_size)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))
+def _epoch_schedule(seed, num_examples, batch_size, num_steps):
+    B = num_examples // batch_size
+    key = jax.random.PRNGKey(seed)
+    k_part, k_order = jax.random.split(key)
+    perm = jax.random.permutation(k_part, num_examples)[: B * batch_size]
+    partition = perm.reshape(B, batch_size)
+    epochs = -(-num_steps // B)
+    orders = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(k_order, e), B))(
+        jnp.arange(epochs))
+    return partition, orders.reshape(-1)[:num_steps]
+
+
+def epoch_batches(problem: Problem, batch_size: int, num_steps: int, seed: int) -> Grouped:
+    """Steps 0..num_steps-1 of the problem's epoch schedule (:func:`epoch_schedule`) as a
+    grouped history :class:`bea.fields.Grouped`: the B distinct batches (leading axis B) and
+    b(k) for every step. ``.materialize()`` gives the direct per-step history, identical to
+    :func:`epoch_sequence`."""
+    s = epoch_schedule(problem.num_examples, batch_size, num_steps, seed)
+    distinct = jax.tree_util.tree_map(lambda x: x[s.partition], problem.data)
+    return Grouped(distinct, s.batch_ids)
+
+
+def epoch_sequence(problem: Problem, batch_size: int, num_steps: int, seed: int) -> PyTree:
+    """The epoch schedule's batches 0..num_steps-1 stacked on a leading step axis (the
+    direct history, like :func:`batch_sequence` for i.i.d. batches)."""
+    return epoch_batches(problem, batch_size, num_steps, seed).materialize()

@@ -39,6 +39,13 @@ def parser() -> Parser:
     p.add_argument("--h", type=number, nargs="*", default=DEFAULT_H, help="step sizes")
     p.add_argument("--batch-size", type=integer, default=None, help="mini-batch size (else full)")
     p.add_argument("--seed", type=integer, default=0, help="seed of the problem and batch sequence")
+    p.add_argument("--batching", choices=["iid", "epoch"], default="iid",
+                   help="iid: a fresh random batch every step; epoch: a fixed seeded "
+                        "partition visited in an order reshuffled every epoch")
+    p.add_argument("--history", choices=["auto", "direct", "grouped"], default="auto",
+                   help="how the Adam/RMSProp fields walk their history: grouped by distinct "
+                        "batch (docs/math.md, section 7; epoch batching) or step by step; "
+                        "auto: grouped when there are fewer distinct batches than steps")
     p.add_argument("--fields", nargs="*", default=["order0", "order1"],
                    help=f"any of {' '.join(registry.FIELDS)}")
     p.add_argument("--rtol", type=number, default=1e-12, help="ODE relative tolerance")
@@ -103,7 +110,8 @@ def _main(args, main_process: bool) -> int:
     config = dict(optimizer=args.optimizer, h=args.h, T=args.T, fields=args.fields,
                   beta=args.beta, rho=args.rho, eps=args.eps, batch_size=args.batch_size,
                   seed=args.seed, engine=args.engine, solver=args.solver, rtol=args.rtol,
-                  atol=args.atol, device=args.device)
+                  atol=args.atol, device=args.device, batching=args.batching,
+                  history=args.history)
     say = print if main_process else (lambda *a, **k: None)
     try:
         cfg = bea.SweepConfig(**config)
@@ -135,6 +143,11 @@ def _main(args, main_process: bool) -> int:
         return 0
     first = res.results[0] if grid else res
     print(f"ran on {first.platform} ({first.placement})", file=sys.stderr)
+    c = first.config
+    if c.get("distinct_batches"):
+        kinds = ", ".join(f"{k} {v}" for k, v in c["histories"].items())
+        print(f"epoch schedule: {c['distinct_batches']} batches of {c['batch_size']}, "
+              f"{c['left_out']} example(s) left out; history: {kinds}", file=sys.stderr)
     if replaced:
         print(f"replacing {', '.join(replaced)} of an earlier run in {args.out}",
               file=sys.stderr)

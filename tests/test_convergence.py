@@ -140,6 +140,38 @@ def test_minibatch_window_changes_no_reported_digit(monkeypatch):
     assert rel(windowed.errors["order1"][0], full.errors["order1"][0]) < 1e-12
 
 
+def test_grouped_history_sweep_reports_the_direct_errors():
+    """batching='epoch' with the history grouped by distinct batch (docs/math.md, section
+    7) reports the errors of the direct history to 1e-9 relative (the fields agree to
+    ~1e-14; what the errors share is the solver), for Adam (the whole history) and RMSProp
+    (rho = 0.1: the round-off window 2W = 38 < N = 50 applies); auto picks grouped here
+    (B = 8 distinct batches < N = 50), and the result records the schedule."""
+    from bea.fields._window import window_length
+
+    assert window_length(0.9, 0.99, 50) is None and window_length(0.0, 0.1, 50) == 38
+    prob = make_problem("quadratic", seed=0)  # 256 examples: 8 batches of 32, none left out
+    for opt, kw in (("adam", dict(beta=0.9, rho=0.99)), ("rmsprop", dict(rho=0.1))):
+        res = {hist: run_sweep(prob, optimizer=opt, h=[0.02, 0.01], T=0.5, eps=1e-3,
+                               batch_size=32, batching="epoch", history=hist, solver="fixed",
+                               **kw)
+               for hist in ("direct", "grouped", "auto")}
+        for k in ("order0", "order1"):
+            assert rel(res["grouped"].errors[k], res["direct"].errors[k]) < 1e-9
+        assert res["auto"].config["histories"] == {"order0": "grouped", "order1": "grouped"}
+        assert res["direct"].config["histories"]["order1"] == "direct"
+        assert res["grouped"].config["distinct_batches"] == 8
+        assert res["grouped"].config["left_out"] == 0
+    odd = run_sweep(prob, optimizer="adam", h=[0.1], T=0.2, batch_size=24, batching="epoch",
+                    beta=0.5, rho=0.7, eps=1e-3)
+    assert odd.config["left_out"] == 256 - 10 * 24  # whole batches only, the rest counted
+    for kw, needle in ((dict(history="grouped"), "needs the epoch schedule"),
+                       (dict(batching="cyclic"), "unknown batching 'cyclic'"),
+                       (dict(optimizer="gd", batching="epoch", history="grouped"), "'gd'"),
+                       (dict(batching="epoch", batch_size=None), "give a batch size")):
+        with pytest.raises(ValueError, match=needle):
+            SweepConfig(**(dict(h=[0.1], T=1.0, batch_size=32) | kw))
+
+
 # --- grids ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

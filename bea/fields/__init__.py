@@ -6,6 +6,9 @@
 - :mod:`bea.fields.special_cases`: GD (Barrett-Dherin), heavy ball (Ghosh et al.), Examples 3.5, 3.8
 - :mod:`bea.fields.generic`: any smooth optax optimizer (docs/math.md, section 5;
   :func:`modified_field`, no per-optimizer algebra)
+- :class:`bea.problems.Grouped`: a history grouped by distinct batch (docs/math.md, section
+  7); the Adam and RMSProp fields take it in place of the per-step history and cost B
+  gradients and 2B Hessian-vector products per evaluation (:mod:`bea.fields._grouped`)
 
 A field is a pure function ``f(n, theta) -> dtheta`` (:data:`bea.typing.Field`; n the step
 whose interval [nh, (n+1)h] is being integrated). :func:`make_field` builds a closed form by
@@ -21,6 +24,7 @@ from jaxtyping import Array, Float, PyTree
 from bea import optimizer_registry as registry
 from bea.fields import adam, full_batch, generic, rmsprop, special_cases
 from bea.fields.generic import modified_field
+from bea.problems import Grouped
 from bea.typing import Field
 
 __all__ = ["adam", "rmsprop", "full_batch", "special_cases", "generic", "modified_field",
@@ -43,14 +47,19 @@ def make_field(
     ``optimizer`` ('adam', 'rmsprop', 'gd' or 'heavy_ball').
 
     Full batch when ``batches`` is None: ``loss`` is then E(theta); otherwise ``loss`` is
-    E(theta, batch) and ``batches`` holds batch k at index k. ``num_steps`` bounds n (needed
-    by full-batch RMSProp's history sum). Raises ValueError naming what does not exist."""
+    E(theta, batch) and ``batches`` holds batch k at index k, or (adam, rmsprop) is a
+    :class:`bea.problems.Grouped` history (docs/math.md, section 7). ``num_steps`` bounds n
+    (needed by full-batch RMSProp's history sum). Raises ValueError naming what does not
+    exist."""
     mini = batches is not None
     if kind == "order2":
         raise ValueError("field 'order2' has no closed form: build it with modified_field("
                          "..., order=2) (the generic engine, docs/math.md, section 8)")
     registry.engine_for(optimizer, "closed")
     registry.check_fields(optimizer, (kind,), "closed", mini)
+    if isinstance(batches, Grouped) and optimizer not in ("adam", "rmsprop"):
+        raise ValueError(f"a grouped history (docs/math.md, section 7) is taken by the adam "
+                         f"and rmsprop fields only, not {optimizer!r}; pass .materialize()")
     order = 0 if kind == "order0" else 1
     variant = "typo" if kind == "order1_typo" else "paper"
     if optimizer == "adam":

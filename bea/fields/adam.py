@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from bea.fields._grouped import grouped_field
 from bea.fields._history import (
     chunk_history,
     ema_all,
@@ -31,6 +32,7 @@ from bea.fields._history import (
     suffix_sum,
 )
 from bea.fields._window import window_length
+from bea.problems import Grouped
 from bea.typing import Field
 
 __all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field"]
@@ -124,6 +126,7 @@ def field(
     bias_correction: bool = True,
     window: bool = True,
     chunk: int = 8,
+    scan: str | None = None,
 ) -> Field:
     """The modified vector field of Theorem 3.6, ``f(n, theta)``, for mini-batch Adam.
 
@@ -141,11 +144,25 @@ def field(
     ``window=False`` turns it off). Two passes: forward over the chunks for g_k and the
     averages M^(l), R^(l) (the recursion carried from chunk to chunk), then backward for the
     suffix sums S_k and the Hessian-vector products (g_k again, free, as their primal).
+
+    Grouped history (docs/math.md, section 7): ``batches`` may be a :class:`Grouped`
+    ``(distinct, ids)``, batch k being ``distinct[ids[k]]`` (a fixed partition of a finite
+    data set, visited in any order). The same field is then evaluated with B gradients and
+    2B Hessian-vector products (one per distinct batch and average, beta and rho) plus
+    O(n p) elementwise work, whatever n is (:mod:`bea.fields._grouped`); ``scan``
+    ('sequential' | 'associative', default by backend) chooses how its linear recursions
+    run. ``scan`` applies to a grouped history only, ``chunk`` to a direct one.
     """
     if variant not in ("paper", "typo"):
         raise ValueError(f"unknown variant {variant!r}; use 'paper' or 'typo'")
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
+    if isinstance(batches, Grouped):
+        return grouped_field(loss, batches, h, beta, rho, eps, order=order, variant=variant,
+                             bias_correction=bias_correction, window=window, scan=scan)
+    if scan is not None:
+        raise ValueError(f"scan={scan!r} applies to a Grouped history only (batches here is "
+                         f"the direct per-step history)")
 
     K_all = jax.tree_util.tree_leaves(batches)[0].shape[0]
     L_win = window_length(beta, rho, K_all) if window else None

@@ -58,15 +58,17 @@ def P_bar(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
 
 
 def field(loss: Callable, batches, h, rho, eps, *, order: int = 1, variant: str = "paper",
-          window: bool = True, chunk: int = 8):
+          window: bool = True, chunk: int = 8, scan: str | None = None):
     """The modified vector field (4) of Theorem 3.3, ``f(n, theta)``, for mini-batch RMSProp.
 
     Theorem 3.3 is Theorem 3.6 at beta = 0 without the bias corrections (M^(l) = g_l, the
     L term reduces to H_n u^(n)), so the fused field is :func:`bea.fields.adam.field` there:
-    the same chunked O(n) walk of the history and the same round-off window.
+    the same chunked O(n) walk of the history and the same round-off window, and the same
+    grouped evaluation when ``batches`` is a :class:`~bea.problems.Grouped` history
+    (docs/math.md, section 7: B gradients, 2B Hessian-vector products; ``scan`` as there).
     ``tests/test_fields_adam.py`` checks it against the theorem written out with this
     module's own ``R``, ``P``, ``P_bar``, and against Remark 3.4."""
     from bea.fields import adam
 
     return adam.field(loss, batches, h, 0.0, rho, eps, order=order, variant=variant,
-                      bias_correction=False, window=window, chunk=chunk)
+                      bias_correction=False, window=window, chunk=chunk, scan=scan)

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: convergence test lint practical orders second-order grid-processes install clean
+.PHONY: convergence test lint practical orders orders-long second-order grid-processes install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ practical: $(STAMP)
 # every measured order of docs/orders.md: run the sweeps, then rewrite its tables from them
 orders: $(STAMP)
 	$(PY) -m experiments.orders run
+	$(PY) -m experiments.orders report
+
+# the long-memory mini-batch sweeps (docs/math.md section 7): hours on two cores
+orders-long: $(STAMP)
+	$(PY) -m experiments.orders run --long
 	$(PY) -m experiments.orders report
 
 # one grid as P local processes forming one JAX cluster (docs/sweeps.md, "Several processes")

@@ -278,15 +278,28 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
     "logistic": logistic,
     "mlp": mlp,
     "cnn": cnn,
-    "mlp_centered": lambda seed=0: mlp(seed=seed, centered=True),
+    "mlp_centered": lambda seed=0, **kw: mlp(seed=seed, centered=True, **kw),
 }
+_DIGITS = 1797  # scikit-learn's digits: the most examples mlp, mlp_centered and cnn can take
 
 
-def make_problem(name: str, seed: int = 0) -> Problem:
-    """The problem called ``name`` (one of PROBLEMS); bilinear ignores the seed."""
+def make_problem(name: str, seed: int = 0, num_examples: int | None = None) -> Problem:
+    """The problem called ``name`` (one of PROBLEMS) with its default data-set size, or the
+    first ``num_examples`` examples; bilinear ignores the seed and has no examples."""
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
-    return bilinear() if name == "bilinear" else PROBLEMS[name](seed=seed)
+    if name == "bilinear":
+        if num_examples is not None:
+            raise ValueError(f"the bilinear problem has one example: drop num_examples "
+                             f"{num_examples}")
+        return bilinear()
+    if num_examples is None:
+        return PROBLEMS[name](seed=seed)
+    most = _DIGITS if name in ("mlp", "mlp_centered", "cnn") else None
+    if num_examples < 1 or (most is not None and num_examples > most):
+        raise ValueError(f"num_examples {num_examples} must lie in [1, {most or 'inf'}] for "
+                         f"{name}")
+    return PROBLEMS[name](seed=seed, num_examples=num_examples)
 
 
 def batch_indices(

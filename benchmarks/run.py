@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 MODULES = {1: "bench1_scipy", 2: "bench2_torch", 3: "bench3_grid", 4: "bench4_cost",
-           5: "bench5_order2"}
+           5: "bench5_order2", 6: "bench6_grouped"}
 # Benchmark 2 runs twice, each in its own process: the ladder N = 8..128 and, to show how
 # the ratio grows once compilation is amortised, the same h ladder over twice the horizon.
 VARIANTS = {2: ([], ["--long"])}
@@ -43,7 +43,7 @@ def table(rows: list[dict], machine: str, quick: bool = False) -> str:
         if "error" in r:
             t.append(f"| {k} | failed: {r['error'][-200:]!r} | | | | | | |")
             continue
-        if k in (4, 5):  # their own tables below
+        if k in (4, 5, 6):  # their own tables below
             continue
         other = r.get("other_s")
         ratio = other / r["bea_s"] if other else None
@@ -76,6 +76,28 @@ def table(rows: list[dict], machine: str, quick: bool = False) -> str:
                 t.append(f"| {c['case']} | {c['n']} | {c['order1_ms']:.3f} | "
                          f"{c['order2_ms']:.3f} | {c['ratio']:.2f}x | "
                          f"{c['ratio_of_minima']:.2f}x |")
+    for r in rows:
+        if r.get("bench") == 6 and "rows" in r:
+            t += ["", "Benchmark 6a (one Theorem 3.6 field evaluation, Adam "
+                  f"({r['beta']}, {r['rho']}), B = {r['rows'][0]['B']} distinct batches; "
+                  "median CPU ms, compiled, warm; 'rest' = the B gradients and 2B HVPs):", "",
+                  "| n | direct | grouped seq. | its elementwise | its rest | grouped assoc. "
+                  "| its elementwise | direct / best grouped |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for c in r["rows"]:
+                t.append(f"| {c['n']} | {c['direct_ms']:.2f} | {c['sequential_ms']:.2f} | "
+                         f"{c['sequential_elementwise_ms']:.2f} | {c['sequential_rest_ms']:.2f}"
+                         f" | {c['associative_ms']:.2f} | {c['associative_elementwise_ms']:.2f}"
+                         f" | {c['direct_over_grouped']:.1f}x |")
+            e = r["end_to_end"]
+            met = ("n/a (--quick)" if quick else "yes" if r["met"] else "NO")
+            t += ["", f"Benchmark 6b (the sweep, N = {e['N'][0]} ... {e['N'][-1]}, direct "
+                  f"against grouped history; target >= {r['target']:.0f}x, met: {met}):", "",
+                  "| history | wall (s) | CPU (s) |", "|---|---:|---:|",
+                  f"| direct | {e['direct_wall_s']:.1f} | {e['direct_cpu_s']:.1f} |",
+                  f"| grouped | {e['grouped_wall_s']:.1f} | {e['grouped_cpu_s']:.1f} |",
+                  f"| ratio | {e['wall_ratio']:.1f}x | {e['cpu_ratio']:.1f}x |", "",
+                  f"(errors of the two sweeps agree to {e['max_rel_difference']:.1e} relative)"]
     return "\n".join(t)
 
 

@@ -39,6 +39,8 @@ def parser() -> Parser:
     p.add_argument("--h", type=number, nargs="*", default=DEFAULT_H, help="step sizes")
     p.add_argument("--batch-size", type=integer, default=None, help="mini-batch size (else full)")
     p.add_argument("--seed", type=integer, default=0, help="seed of the problem and batch sequence")
+    p.add_argument("--num-examples", type=integer, default=None,
+                   help="data-set size: the problem's first NUM examples (default: its own)")
     p.add_argument("--batching", choices=["iid", "epoch"], default="iid",
                    help="iid: a fresh random batch every step; epoch: a fixed seeded "
                         "partition visited in an order reshuffled every epoch")
@@ -121,7 +123,7 @@ def _main(args, main_process: bool) -> int:
         names = ("grid.json",) if grid else ("convergence.json", "convergence.csv",
                                              "convergence.png")
         replaced = check_out_dir(args.out, names) if main_process else []
-        problem = make_problem(args.problem, seed=args.seed)
+        problem = make_problem(args.problem, seed=args.seed, num_examples=args.num_examples)
         where = (f"mini-batch {args.batch_size}" if args.batch_size else "full batch")
         say(f"{args.optimizer} ({cfg.engine} fields) on {args.problem} ({where}), "
             f"beta={args.beta} rho={args.rho} eps={args.eps} T={args.T}", flush=True)

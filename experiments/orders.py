@@ -1,13 +1,16 @@
 """python -m experiments.orders: the measured-order table of docs/orders.md, from its runs.
 
     python -m experiments.orders run [NAME ...]   # run the sweeps into results/orders/NAME/
+    python -m experiments.orders run --long       # the long-memory sweeps (hours on a CPU)
     python -m experiments.orders report           # rewrite docs/orders.md's tables from them
     python -m experiments.orders list             # the sweeps and their commands
 
 Every row of the table is one ``python -m experiments.convergence`` command (the CLI's own
 defaults fill in what it does not say), run into ``results/orders/NAME`` and read back from
 its ``convergence.json``: the documentation shows what the command prints, and nothing is
-pasted by hand. ``make orders`` runs and reports them all.
+pasted by hand. ``make orders`` runs and reports the short ones (minutes); ``make
+orders-long`` the long-memory mini-batch sweeps of docs/math.md section 7 (each up to an hour
+on two cores).
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ class Sweep(NamedTuple):
     name: str
     what: str
     args: str  # experiments.convergence flags
+    long: bool = False  # run by ``run --long`` / ``make orders-long`` only
 
 
 _BILINEAR = "--fields order0 order1 order2 order1_typo limit"
 _CENTERED = ("--problem mlp_centered --batch-size 8 --beta 0.5 --rho 0.7 --eps 0.1 --T 0.25 "
              "--h 0.025 0.0125 0.00625 0.003125")
+_EPOCH = "--problem mlp --batch-size 16 --batching epoch"
 SWEEPS = [
     Sweep("bilinear_adam", "bilinear, full-batch Adam (Remark 3.7), short memory", _BILINEAR),
     Sweep("bilinear_rmsprop", "bilinear, full-batch RMSProp (Remark 3.4), short memory",
@@ -67,6 +72,21 @@ SWEEPS = [
           f"--optimizer nesterov {_CENTERED}"),
     Sweep("generic_rmsprop_centered", "the same, optax.rmsprop(centered=True)",
           f"--optimizer rmsprop_centered {_CENTERED}"),
+    # Long memories (docs/math.md, section 7): the epoch schedule, the history grouped by
+    # distinct batch, N up to 1/(1 - rho) x 128; hours of CPU, so run apart.
+    Sweep("mlp_adam_epoch_0.99", "tanh MLP, mini-batch 16 of a fixed partition (32 batches),"
+          " Adam at (0.9, 0.99)", f"{_EPOCH} --beta 0.9 --rho 0.99 --eps 1e-6 --T 0.2 "
+          "--h 1.25e-4 6.25e-5 3.125e-5 1.5625e-5", long=True),
+    Sweep("mlp_rmsprop_epoch_0.99", "the same, RMSProp at rho = 0.99",
+          f"{_EPOCH} --optimizer rmsprop --rho 0.99 --eps 1e-6 --T 0.2 "
+          "--h 2.5e-4 1.25e-4 6.25e-5 3.125e-5", long=True),
+    Sweep("mlp_adam_epoch_0.999", "the same, Adam at (0.9, 0.999) (PyTorch's default): the "
+          "ladder that fits in 30 minutes", f"{_EPOCH} --beta 0.9 --rho 0.999 --eps 1e-6 "
+          "--T 0.2 --h 1.25e-4 6.25e-5 3.125e-5", long=True),
+    Sweep("cnn_adam_epoch_0.95", "convolutional tanh network (p = 3658) on 256 digits, "
+          "mini-batch 16 (16 batches), Adam at (0.9, 0.95)", "--problem cnn --num-examples 256 "
+          "--batch-size 16 --batching epoch --beta 0.9 --rho 0.95 --eps 1e-6 --T 0.05 "
+          "--h 5e-4 2.5e-4 1.25e-4 6.25e-5", long=True),
 ]
 BY_NAME = {s.name: s for s in SWEEPS}
 
@@ -143,7 +163,8 @@ def report(results: str = RESULTS, doc: str = DOC) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("action", choices=["run", "report", "list"])
-    p.add_argument("names", nargs="*", help="sweeps to run (default: all)")
+    p.add_argument("names", nargs="*", help="sweeps to run (default: all but the long ones)")
+    p.add_argument("--long", action="store_true", help="run the long-memory sweeps")
     p.add_argument("--results", default=RESULTS, help="where the runs are written/read")
     p.add_argument("--doc", default=DOC, help="the document whose table is rewritten")
     args = p.parse_args(argv)
@@ -153,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         print("\n".join(f"{s.name:<28} {command(s)}" for s in SWEEPS))
     elif args.action == "run":
-        run(args.names or list(BY_NAME), args.results)
+        run(args.names or [s.name for s in SWEEPS if s.long == args.long], args.results)
     else:
         try:
             report(args.results, args.doc)

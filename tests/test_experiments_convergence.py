@@ -42,6 +42,15 @@ BATTERY = [  # (flags, a piece of the one line that must name the value)
     (["--grid", "beta=0.5,0.5"], "twice"), (["--grid", "rho=0.5,1.0"], "rho"),
     (["--grid", "beta=0.5,1e999"], "1e999"), (["--device", "gpu"], "no accelerator"),
     (["--device", "tpu"], "tpu"),
+    (["--problem", "mlp", "--batch-size", "16", "--history", "grouped"], "'grouped'"),
+    (["--problem", "mlp", "--batching", "epoch"], "'epoch'"),
+    (["--problem", "cnn", "--batch-size", "16", "--batching", "epoch", "--optimizer", "adamw",
+      "--history", "grouped"], "'adamw'"),
+    (["--problem", "cnn", "--batch-size", "16", "--batching", "epoch", "--fields", "order2",
+      "--history", "grouped"], "order2"),
+    (["--problem", "cnn", "--batch-size", "16", "--fields", "limit"], "limit"),
+    (["--problem", "mlp", "--num-examples", "0"], "num_examples 0"),
+    (["--problem", "cnn", "--num-examples", "9999"], "9999"), (["--num-examples", "3"], "3"),
 ]
 
 

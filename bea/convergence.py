@@ -196,7 +196,9 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     of :class:`SweepConfig`: ``optimizer`` (a registry name, or a factory
     ``lr -> optax.GradientTransformation`` for the generic engine, checked to be linear in
     lr), ``h`` (the ladder), ``T``, ``fields``, ``beta``/``rho``/``eps``, ``batch_size``,
-    ``seed``, ``engine``, ``solver``, ``rtol``/``atol``. ``progress(record)`` is called
+    ``batching`` ("iid" or "epoch") and ``history`` ("auto", "direct" or "grouped";
+    docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
+    ``device``. ``progress(record)`` is called
     after each h. Returns a :class:`bea.result.SweepResult`."""
     cfg = SweepConfig(**config)
     with float64():

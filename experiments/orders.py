@@ -72,6 +72,10 @@ SWEEPS = [
           f"--optimizer nesterov {_CENTERED}"),
     Sweep("generic_rmsprop_centered", "the same, optax.rmsprop(centered=True)",
           f"--optimizer rmsprop_centered {_CENTERED}"),
+    Sweep("mlp_adam_epoch_0.95", "tanh MLP on 128 digits, mini-batch 16 of a fixed partition "
+          "(8 batches, reshuffled every epoch; grouped history), Adam at (0.9, 0.95)",
+          "--problem mlp --num-examples 128 --batch-size 16 --batching epoch --beta 0.9 "
+          "--rho 0.95 --eps 1e-6 --T 0.05 --h 5e-4 2.5e-4 1.25e-4 6.25e-5"),
     # Long memories (docs/math.md, section 7): the epoch schedule, the history grouped by
     # distinct batch, N up to 1/(1 - rho) x 128; hours of CPU, so run apart.
     Sweep("mlp_adam_epoch_0.99", "tanh MLP, mini-batch 16 of a fixed partition (32 batches),"

@@ -126,21 +126,15 @@ class SweepConfig:
                                             isinstance(self.batch_size, int) or
                                             self.batch_size < 1):
             raise ValueError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
         for k in ("rtol", "atol"):
             v = getattr(self, k)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{k} must be positive and finite, got {v!r}")
-        if self.device not in placement.DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose from "
-                             f"{', '.join(placement.DEVICES)}")
-        if self.batching not in BATCHINGS:
-            raise ValueError(f"unknown batching {self.batching!r}; choose from "
-                             f"{', '.join(BATCHINGS)}")
-        if self.history not in HISTORIES:
-            raise ValueError(f"unknown history {self.history!r}; choose from "
-                             f"{', '.join(HISTORIES)}")
+        for k, options in (("solver", SOLVERS), ("device", placement.DEVICES),
+                           ("batching", BATCHINGS), ("history", HISTORIES)):
+            if getattr(self, k) not in options:
+                raise ValueError(f"unknown {k} {getattr(self, k)!r}; choose from "
+                                 f"{', '.join(options)}")
         if self.batching == "epoch" and self.batch_size is None:
             raise ValueError("batching 'epoch' cuts the data into batches: give a batch size")
         if self.history == "grouped":

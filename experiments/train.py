@@ -26,7 +26,7 @@ from experiments._cli import Parser, check_out_dir, fail, integer, number
 
 PROG = "experiments.train"
 # flags that may differ between the processes of one run (process 0's --out is the run's)
-_PER_PROCESS = ("out", "no_progress", "distributed")
+_PER_PROCESS = ("out", "no_progress", "distributed", "kill_at_step", "wait_at_step")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a "
                         "SLURM / Open MPI job; see python -m experiments.launch)")
     p.add_argument("--kill-at-step", type=integer, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--wait-at-step", type=integer, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -170,7 +171,8 @@ def _main(args, main_process: bool) -> list[dict]:
                                             "says why)")
     try:
         summaries = run(cfg, out, resume=args.resume, progress=not args.no_progress,
-                        kill_at_step=args.kill_at_step, log=log)
+                        kill_at_step=args.kill_at_step, wait_at_step=args.wait_at_step,
+                        log=log)
     except (ConfigError, DataError) as e:
         fail(PROG, str(e))
     except Interrupted as e:

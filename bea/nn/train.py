@@ -424,7 +424,7 @@ def all_agree(ok: bool) -> bool:
 
 
 def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill_at_step,
-               is_main, log, step_fns, stop, on_start):
+               is_main, log, step_fns, stop, on_start, wait_at_step=None):
     """Run the members ``specs`` together (vmapped), writing into ``dirs``. ``step_fns``
     caches the compiled step by member count across the groups of one run (the groups
     share the model structure, the data shapes and the optimizer). ``on_start`` runs
@@ -521,6 +521,11 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
             write_all()
         if kill_at_step is not None and step == kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
+        if wait_at_step is not None and step == wait_at_step:  # test hook: a signal mid-run
+            log(f"waiting at step {step} for a signal")
+            deadline = time.monotonic() + 60
+            while stop.signum is None and time.monotonic() < deadline:
+                time.sleep(0.01)
     bar.close()
     for m in ms:
         if m.status == "running":
@@ -554,6 +559,7 @@ def run(
     resume: bool = False,
     progress: bool = True,
     kill_at_step: int | None = None,
+    wait_at_step: int | None = None,
     log=print,
 ) -> list[dict]:
     """Train ``cfg`` into directory ``out`` (see the module docstring); return the
@@ -613,7 +619,8 @@ def run(
             try:
                 summaries += _group_run(cfg, [specs[i] for i in group], [dirs[i] for i in group],
                                         ckpt, data, mesh, resume=resume, progress=progress,
-                                        kill_at_step=kill_at_step, is_main=is_main, log=log,
+                                        kill_at_step=kill_at_step, wait_at_step=wait_at_step,
+                                        is_main=is_main, log=log,
                                         step_fns=step_fns, stop=stop, on_start=on_start)
             except DamagedCheckpoints as e:
                 raise ConfigError(str(e)) from None

@@ -236,3 +236,49 @@ def test_a_damaged_cifar_pickle_is_named(tmp_path, damage, needle):
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", str(tmp_path))
     assert str(bad) in str(e.value) and needle in str(e.value) and "\n" not in str(e.value)
+
+
+SWEEP = ["--sweep", "rho=0.9,0.99"]
+
+
+def _fake_sweep_dir(ref_dir, d):
+    """The layout of a 2-member sweep (sweep.json with the command's configuration,
+    members rho=0.9/ and rho=0.99/ with the reference run's history and summary, shared
+    checkpoints/): what the refusals below read before restoring anything."""
+    import dataclasses
+
+    args = cli.build_parser().parse_args(TINY + SWEEP + ["--out", str(d)])
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items()
+                         if k in TrainConfig.__dataclass_fields__})
+    d.mkdir()
+    shutil.copytree(ref_dir / "checkpoints", d / "checkpoints")
+    for m in ("rho=0.9", "rho=0.99"):
+        (d / m).mkdir()
+        for f in ("history.csv", "config.json"):
+            shutil.copy(ref_dir / f, d / m / f)
+    H.write_json(str(d / "sweep.json"), {"config": dataclasses.asdict(cfg),
+                                         "members": ["rho=0.9", "rho=0.99"]})
+
+
+@pytest.mark.parametrize("damage, flags, needle", [
+    (lambda d: os.remove(d / "rho=0.99" / "history.csv"), SWEEP,
+     "rho=0.99/history.csv is missing but the checkpoint"),
+    (lambda d: _cut(d / "rho=0.9" / "history.csv", 2), SWEEP,
+     "rho=0.9/history.csv ends at step 1"),
+    (lambda d: _garbage(d / "rho=0.9" / "config.json"), SWEEP,
+     "rho=0.9/config.json is not valid JSON"),
+    (lambda d: os.remove(d / "sweep.json"), SWEEP, "sweep.json is missing"),
+    (lambda d: None, ["--sweep", "rho=0.9,0.999"],
+     "--resume with sweep='rho=0.9,0.999' but the run in"),
+    (lambda d: None, [], "holds a sweep or seeds (sweep.json), but the command asks for a "
+                         "single run"),
+])
+def test_an_inconsistent_sweep_is_refused_changing_nothing(ref, tmp_path, capsys, damage,
+                                                           flags, needle):
+    d = tmp_path / "sweep"
+    _fake_sweep_dir(ref[0], d)
+    damage(d)
+    before = _snapshot(d)
+    err = _refused(capsys, TINY + flags + ["--resume", "--out", str(d)])
+    assert needle in err, err
+    assert _snapshot(d) == before

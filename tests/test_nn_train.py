@@ -71,6 +71,7 @@ def test_sigkill_and_resume_gives_the_same_history(tmp_path, uninterrupted, jax_
     rc, _, err = _finish(_start(common + ["--out", str(part), "--resume"], cache=jax_cache))
     assert rc == 0, err
     assert "resumed from step 6" in err
+    assert "took over the lock" in err and "which no longer runs" in err  # the killed one's
     assert (part / "history.csv").read_bytes() == (full / "history.csv").read_bytes()
     cfg = json.loads((part / "config.json").read_text())
     assert cfg["status"] == "max_steps" and cfg["rows"] == 10

@@ -128,7 +128,8 @@ BATTERY = {
 
 
 @pytest.mark.parametrize("case", list(BATTERY))
-def test_damaged_or_inconsistent_run_is_refused_changing_nothing(ref, tmp_path, capsys, case):
+def test_damaged_or_inconsistent_run_is_refused_changing_nothing(ref, tmp_path, capsys, caplog,
+                                                                 case):
     damage, flags, needle = BATTERY[case]
     d = tmp_path / "run"
     shutil.copytree(ref[0], d)
@@ -142,13 +143,15 @@ def test_damaged_or_inconsistent_run_is_refused_changing_nothing(ref, tmp_path, 
     assert e.value.code == 2 and "\n" not in err and "Traceback" not in err, err
     assert err.startswith("experiments.train: error: ") and needle in err, err
     assert _snapshot(d) == before  # nothing written, moved or rewritten (config.json included)
+    assert not [r for r in caplog.records if r.levelno >= 30]  # nor logged (orbax, absl)
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(ref, tmp_path):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(ref, tmp_path, caplog):
     d = tmp_path / "run"
     shutil.copytree(ref[0], d)
     _break_checkpoint(d / "checkpoints" / "6")
     _, err = _main(TINY + ["--resume", "--out", str(d)])
+    assert not [r for r in caplog.records if r.levelno >= 30]  # said once, below
     assert "checkpoint step 6 in" in err and "resuming from step 4" in err, err
     assert "resumed from step 4" in err
     assert (d / "history.csv").read_bytes() == (ref[0] / "history.csv").read_bytes()

@@ -15,6 +15,8 @@ writes the data and the others take part in the barriers.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 
@@ -27,6 +29,18 @@ __all__ = ["Checkpointer", "DamagedCheckpoints"]
 
 class DamagedCheckpoints(ValueError):
     """No checkpoint in a directory can be restored; the message names it and why."""
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Python logger ``name`` silenced below CRITICAL inside the block."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def _one_line(e: BaseException) -> str:
@@ -96,7 +110,8 @@ class Checkpointer:
         found = None
         for step in reversed(self.steps()):
             try:
-                state, err = self.restore(step, like), None
+                with _quiet("absl"):  # orbax logs a damaged file before raising: said below
+                    state, err = self.restore(step, like), None
             except Exception as e:  # noqa: BLE001 - orbax, tensorstore, json: name it
                 state, err = None, e
             if agree(err is None):

@@ -113,6 +113,34 @@ def test_launcher_stops_the_others_when_one_fails():
         "process 1 of 2 exited with status 3; stopped the others")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_launcher_passes_a_signal_on_and_waits(sig):
+    """SIGTERM / Ctrl-C to the launcher reaches every process, which ends in its own way
+    (here: exit 128 + signal after saying so); the launcher waits for them, says so in
+    one line and exits with process 0's status, no traceback."""
+    code = ("import os, signal, sys, time\ni = os.environ['JAX_PROCESS_ID']\n"
+            "def bye(s, f):\n    open(f'{d}/stopped{i}', 'w').close(); sys.exit(128 + s)\n"
+            "signal.signal(signal.SIGTERM, bye); signal.signal(signal.SIGINT, bye)\n"
+            "open(f'{d}/ready{i}', 'w').close()\ntime.sleep(60)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.Popen([sys.executable, "-m", "experiments.launch", "-n", "2", "--",
+                              sys.executable, "-c", f"d = {d!r}\n" + code], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.time()
+        while not all(os.path.exists(f"{d}/ready{i}") for i in range(2)):
+            assert time.time() - t0 < 30 and p.poll() is None
+            time.sleep(0.05)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+        assert sorted(os.listdir(d)) == ["ready0", "ready1", "stopped0", "stopped1"]
+    assert p.returncode == 128 + sig, err
+    assert err.strip().splitlines() == [
+        f"python -m experiments.launch: {signal.Signals(sig).name} passed on to the 2 "
+        f"processes; they exited with status {128 + sig}, {128 + sig}"]
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["-n", "2"], "after '--'"), (["-n", "0", "--", "true"], "at least 1"),
     (["-n", "x", "--", "true"], "'x'"), (["-n", "2", "--"], "empty command")])

@@ -30,6 +30,12 @@ member than one member alone). Run directory layout::
 
 Checkpoints: ``OUT/checkpoints/`` for one program, ``OUT/checkpoints-chunk{i}/`` for
 chunks, the member's own ``checkpoints/`` when sequential.
+
+Resume and safety (:func:`run`): before writing, ``bea.nn.rundir.inspect`` checks that
+configuration, histories and checkpoints agree (else one-line refusal, nothing changed);
+a damaged newest checkpoint is moved aside and the previous one restored; one writer per
+directory (``OUT/train.lock``); SIGTERM / SIGINT stop at the next step with a checkpoint
+and the histories saved (:class:`Interrupted`).
 """
 
 from __future__ import annotations

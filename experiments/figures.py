@@ -38,7 +38,7 @@ import os
 import numpy as np
 
 from bea._io import write_atomic, write_json
-from experiments._cli import Parser, fail
+from experiments._cli import Parser, check_out_dir, fail, integer, number
 
 PROG = "experiments.figures"
 FIGURES = ("3", "4", "5", "6", "7", "8", "mechanism")
@@ -84,6 +84,8 @@ def load_runs(directory: str) -> list[dict]:
     gd_lr}] for every run (a directory with history.csv) at or below ``directory``."""
     from bea.nn import history as H
 
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise FigureError(f"--runs {directory} is a file, not a run directory")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no run directory {directory}")
     dirs = sorted(root for root, _, files in os.walk(directory) if "history.csv" in files)
@@ -91,8 +93,13 @@ def load_runs(directory: str) -> list[dict]:
         raise FileNotFoundError(f"no history.csv in {directory} or its subdirectories")
     runs = []
     for d in dirs:
-        cfg = H.read_json(os.path.join(d, "config.json"))
-        c = cfg["config"]
+        path = os.path.join(d, "config.json")
+        cfg = H.read_json(path)  # HistoryError (a ValueError) naming a damaged file
+        c = cfg.get("config")
+        missing = [k for k in (*HPARAMS, "status") if k not in cfg]
+        if not isinstance(c, dict) or missing or not {"model", "dataset"} <= set(c):
+            what = f"no {missing[0]!r}" if missing else "no 'config' with model and dataset"
+            raise FigureError(f"{path} is not a training run's summary ({what})")
         rows = H.read_history(os.path.join(d, "history.csv"))
         if not rows:
             raise FigureError(f"{d}/history.csv has no rows")
@@ -303,9 +310,10 @@ def draw(figure: int, run_dirs: list[str], out: str, threshold: float | None,
 
     x = X_OF[figure]
     primary = threshold if threshold is not None else (0.1 if figure == 7 else 0.01)
+    if figure in (7, 8) and len(run_dirs) > 1:  # refused, never silently ignored
+        raise FigureError(f"figure {figure} takes one --runs directory, got {len(run_dirs)} "
+                          f"({', '.join(run_dirs)})")
     groups = [load_runs(d) for d in run_dirs]
-    if figure in (7, 8) and len(groups) > 1:
-        raise FigureError(f"figure {figure} takes one --runs directory, got {len(groups)}")
     numbers: dict = {"figure": figure, "x": x, "threshold": primary,
                      "thresholds": sorted(set(thresholds) | {primary}, reverse=True),
                      "window": window, "n_boot": n_boot, "bootstrap_seed": seed, "panels": []}
@@ -524,18 +532,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--runs", action="append", required=True,
                    help="run or sweep directory; repeat for several panels (figure 4)")
     p.add_argument("--out", required=True, help="directory for figureN.png / figureN.json")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=number, default=None,
                    help="the headline loss (0.01; 0.1 for figure 7)")
     p.add_argument("--thresholds", default="0.1,0.03,0.01",
                    help="further losses to read out at (comma-separated)")
-    p.add_argument("--window", type=int, default=5,
+    p.add_argument("--window", type=integer, default=5,
                    help="half-width w of the window read-out (2w + 1 steps)")
-    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
-    p.add_argument("--bootstrap-seed", type=int, default=0)
+    p.add_argument("--n-boot", type=integer, default=10_000, help="bootstrap resamples")
+    p.add_argument("--bootstrap-seed", type=integer, default=0)
     args = p.parse_args(argv)
     try:
-        if args.threshold is not None and not args.threshold > 0:
-            raise FigureError(f"--threshold must be > 0, got {args.threshold}")
+        if args.threshold is not None and not (args.threshold > 0
+                                               and math.isfinite(args.threshold)):
+            raise FigureError(f"--threshold must be positive and finite, got {args.threshold}")
+        thresholds = None if args.figure == "mechanism" else _floats(args.thresholds)
+        check_out_dir(args.out)  # before reading and computing
         if args.window < 0:
             raise FigureError(f"--window must be >= 0, got {args.window}")
         if args.n_boot < 100:
@@ -545,7 +556,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      args.n_boot, args.bootstrap_seed)
         else:
             numbers = draw(int(args.figure), args.runs, args.out, args.threshold,
-                           _floats(args.thresholds), args.window, args.n_boot,
+                           thresholds, args.window, args.n_boot,
                            args.bootstrap_seed)
     except (FileNotFoundError, KeyError, ValueError) as e:
         fail(PROG, str(e).splitlines()[0] if str(e) else type(e).__name__)

@@ -10,8 +10,10 @@ lines runs as a multi-process cluster on one machine, e.g.
 Process 0's output passes through; the others' stderr is prefixed with their id. If a
 process exits with a failure, the others are stopped (SIGTERM, then SIGKILL after
 ``--grace`` seconds) and the launcher exits with status 2, in one line; otherwise with
-process 0's status. On a cluster use its own launcher (srun, mpirun) or set the three
-variables per host: nothing else changes.
+process 0's status. SIGTERM or SIGINT (Ctrl-C) to the launcher is passed on to every
+process (a training saves and stops at its next step; a second signal kills them), and
+the launcher exits with process 0's status once all have ended. On a cluster use its own
+launcher (srun, mpirun) or set the three variables per host: nothing else changes.
 """
 
 from __future__ import annotations
@@ -43,22 +45,44 @@ def _relay(stream, prefix: str, out) -> None:
 
 def launch(n: int, command: list[str], grace: float = 10.0, port: int | None = None) -> int:
     port = port or free_port()
-    procs = []
-    for i in range(n):
-        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   JAX_NUM_PROCESSES=str(n), JAX_PROCESS_ID=str(i))
-        p = subprocess.Popen(command, env=env, text=True,
-                             stdout=None if i == 0 else subprocess.DEVNULL,
-                             stderr=None if i == 0 else subprocess.PIPE)
-        if i:
-            threading.Thread(target=_relay, args=(p.stderr, f"[{i}] ", sys.stderr),
-                             daemon=True).start()
-        procs.append(p)
-    failed = None
-    while failed is None and any(p.poll() is None for p in procs):
-        failed = next((i for i, p in enumerate(procs)
-                       if p.poll() not in (None, 0)), None)
-        time.sleep(0.05)
+    procs: list[subprocess.Popen] = []
+    got = []  # SIGTERM / SIGINT to the launcher: passed on, then every process's own exit
+
+    def forward(signum, frame):  # a second one ends them at once
+        got.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.kill() if len(got) > 1 else p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for i in range(n):
+            env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                       JAX_NUM_PROCESSES=str(n), JAX_PROCESS_ID=str(i))
+            p = subprocess.Popen(command, env=env, text=True,
+                                 stdout=None if i == 0 else subprocess.DEVNULL,
+                                 stderr=None if i == 0 else subprocess.PIPE)
+            if i:
+                threading.Thread(target=_relay, args=(p.stderr, f"[{i}] ", sys.stderr),
+                                 daemon=True).start()
+            procs.append(p)
+            if got:  # a signal while starting them: the later ones are not started
+                p.send_signal(got[0])
+                break
+        failed = None
+        while failed is None and any(p.poll() is None for p in procs):
+            if not got:
+                failed = next((i for i, p in enumerate(procs)
+                               if p.poll() not in (None, 0)), None)
+            time.sleep(0.05)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if got:
+        codes = [128 - p.returncode if p.returncode < 0 else p.returncode for p in procs]
+        sys.stderr.write(f"{PROG}: {signal.Signals(got[0]).name} passed on to the {len(procs)} "
+                         f"processes; they exited with status {', '.join(map(str, codes))}\n")
+        raise SystemExit(codes[0])
     if failed is None:
         failed = next((i for i, p in enumerate(procs) if p.returncode != 0), None)
     if failed is not None:

@@ -19,11 +19,14 @@ data exit with status 2 and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from experiments._cli import Parser, fail  # noqa: E402
+from experiments._cli import Parser, check_out_dir, fail, integer, number
 
 PROG = "experiments.train"
+# flags that may differ between the processes of one run (process 0's --out is the run's)
+_PER_PROCESS = ("out", "no_progress", "distributed", "kill_at_step", "wait_at_step")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,82 +36,184 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = Parser(prog=PROG, description=__doc__.split("\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=MODEL_NAMES, default=d.model)
     p.add_argument("--dataset", choices=DATASET_NAMES, default=d.dataset)
     p.add_argument("--data-dir", default=None,
                    help="directory holding cifar-10-batches-py/ or cifar-100-python/")
-    p.add_argument("--train-size", type=int, default=None,
-                   help="keep only the first N training examples")
-    p.add_argument("--test-size", type=int, default=None,
-                   help="keep only the first N test examples")
+    p.add_argument("--train-size", type=integer, default=None,
+                   help="keep only the first N training examples (at most the data set's)")
+    p.add_argument("--test-size", type=integer, default=None,
+                   help="keep only the first N test examples (at most the data set's)")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=d.optimizer,
                    help="an Adam variant, or modified_gd: gradient descent on the modified "
                         "loss E + c ||grad E||_{1,eps} of eq. (8), c = c(h, beta, rho)")
-    p.add_argument("--gd-lr", type=float, default=None,
+    p.add_argument("--gd-lr", type=number, default=None,
                    help="modified_gd only: the GD step size (default: --h; c always uses --h)")
-    p.add_argument("--h", type=float, default=d.h, help="learning rate")
-    p.add_argument("--beta", type=float, default=d.beta)
-    p.add_argument("--rho", type=float, default=d.rho)
-    p.add_argument("--eps", type=float, default=d.eps)
-    p.add_argument("--stop-loss", type=float, default=None,
+    p.add_argument("--h", type=number, default=d.h, help="learning rate")
+    p.add_argument("--beta", type=number, default=d.beta)
+    p.add_argument("--rho", type=number, default=d.rho)
+    p.add_argument("--eps", type=number, default=d.eps)
+    p.add_argument("--stop-loss", type=number, default=None,
                    help="stop the first time the training loss is below this")
-    p.add_argument("--max-steps", type=int, default=d.max_steps)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--seed", type=int, default=d.seed,
+    p.add_argument("--max-steps", type=integer, default=d.max_steps)
+    p.add_argument("--max-minutes", type=number, default=None)
+    p.add_argument("--seed", type=integer, default=d.seed,
                    help="initialisation seed (the first of --seeds)")
-    p.add_argument("--seeds", type=int, default=d.seeds,
+    p.add_argument("--seeds", type=integer, default=d.seeds,
                    help="K initialisations per configuration (seeds --seed .. --seed+K-1), "
                         "run with the sweep members; directories OUT/[KEY=V/]seed=S/")
-    p.add_argument("--steps-after-stop", type=int, default=d.steps_after_stop,
+    p.add_argument("--steps-after-stop", type=integer, default=d.steps_after_stop,
                    help="keep training N steps after the loss is first below --stop-loss "
                         "(room for the windowed read-outs of experiments.figures)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
-    p.add_argument("--physical-batch", type=int, default=d.physical_batch,
+    p.add_argument("--physical-batch", type=integer, default=d.physical_batch,
                    help="examples per accumulation batch (all devices together)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--write-every", type=int, default=d.write_every,
+    p.add_argument("--checkpoint-every", type=integer, default=d.checkpoint_every)
+    p.add_argument("--write-every", type=integer, default=d.write_every,
                    help="rewrite history.csv every N steps")
     p.add_argument("--sweep", default=None, help="KEY=V1,V2,... with KEY in h, beta, rho, eps")
     p.add_argument("--sweep-mode", choices=("vmap", "sequential"), default=d.sweep_mode,
                    help="vmap: members in one compiled program (memory x members); "
                         "sequential: one at a time (faster per member on CPU)")
-    p.add_argument("--chunk-size", type=int, default=None,
+    p.add_argument("--chunk-size", type=integer, default=None,
                    help="vmap at most N members per compiled program (default: all)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() (multi-host)")
-    p.add_argument("--kill-at-step", type=int, default=None, help=argparse.SUPPRESS)
+                   help="no longer needed (kept as an alias): the environment decides "
+                        "(JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a "
+                        "SLURM / Open MPI job; see python -m experiments.launch)")
+    p.add_argument("--kill-at-step", type=integer, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--wait-at-step", type=integer, default=None, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    if args.distributed:
-        import jax
+    from bea import distributed
 
-        jax.distributed.initialize()
+    try:  # before any JAX computation: join the cluster the environment describes, if any
+        distributed.initialize(PROG)
+    except ValueError as e:
+        fail(PROG, str(e))
+    with distributed.fail_cleanly(PROG):
+        try:
+            return _main(args, distributed.is_main())
+        except KeyboardInterrupt:  # before or after the training loop (inside it: Interrupted)
+            sys.stderr.write(f"{PROG}: interrupted (SIGINT) outside the training steps; a run "
+                             "already started continues with --resume\n")
+            raise SystemExit(130) from None
+
+
+def _process0_flags(args) -> dict:
+    """Process 0's flags, in every process (one broadcast; the same dict in one process)."""
+    import jax
+
+    mine = {k: v for k, v in vars(args).items()}
+    if jax.process_count() == 1:
+        return mine
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    buf = np.zeros(1 << 16, np.uint8)
+    text = json.dumps(mine, sort_keys=True).encode()
+    if len(text) > len(buf):
+        fail(PROG, f"the flags take {len(text)} bytes, more than the {len(buf)} shared "
+                   "between processes")
+    buf[:len(text)] = np.frombuffer(text, np.uint8)
+    got = np.asarray(multihost_utils.broadcast_one_to_all(buf))
+    return json.loads(bytes(got).rstrip(b"\0").decode())
+
+
+def _main(args, main_process: bool) -> list[dict]:
+    import jax
 
     if args.dtype == "float64":  # before any array exists (bea changes no setting itself)
         import bea
 
         bea.enable_x64()
     from bea.nn.data import DataError
-    from bea.nn.train import ConfigError, TrainConfig, run, summaries_table, validate
+    from bea.nn.train import (
+        ConfigError,
+        Interrupted,
+        TrainConfig,
+        all_agree,
+        run,
+        summaries_table,
+        validate,
+    )
 
-    fields = {f for f in TrainConfig.__dataclass_fields__}
+    log = (lambda s: print(s, file=sys.stderr)) if main_process else (lambda s: None)
+    if args.distributed:
+        log(f"{PROG}: --distributed is no longer needed: the environment decides; running "
+            f"as {jax.process_count()} process(es)")
+    first = _process0_flags(args)
+    differ = [k for k in sorted(first) if k not in _PER_PROCESS and first[k] != vars(args)[k]]
+    fields = set(TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    out = first["out"]
+    error = None
     try:
+        if differ:
+            k = differ[0]
+            raise ConfigError(f"process {jax.process_index()} has --{k.replace('_', '-')} "
+                              f"{vars(args)[k]!r} but process 0 has {first[k]!r}: every "
+                              "process runs the same command")
         validate(cfg)
-        summaries = run(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                        kill_at_step=args.kill_at_step,
-                        log=lambda s: print(s, file=sys.stderr))
+        if main_process:
+            check_out_dir(out)
+    except ValueError as e:  # ConfigError too
+        error = e
+    if not all_agree(error is None):
+        fail(PROG, str(error) if error else "another process refused the run (process 0 "
+                                            "says why)")
+    try:
+        summaries = run(cfg, out, resume=args.resume, progress=not args.no_progress,
+                        kill_at_step=args.kill_at_step, wait_at_step=args.wait_at_step,
+                        log=log)
     except (ConfigError, DataError) as e:
         fail(PROG, str(e))
-    print(summaries_table(summaries))
+    except Interrupted as e:
+        if main_process:
+            sys.stderr.write(f"{PROG}: {e}\n")
+            sys.stderr.flush()
+        raise SystemExit(128 + e.signum) from None
+    if main_process:
+        print(summaries_table(summaries))
+        for line in outcome_lines(summaries, cfg):
+            print(line)
     return summaries
+
+
+def outcome_lines(summaries: list[dict], cfg) -> list[str]:
+    """What the table's status column means for the results, said in words: members that
+    diverged, ran out of steps or time before --stop-loss, or reached it."""
+    by: dict[str, list[dict]] = {}
+    for s in summaries:
+        by.setdefault(s["status"], []).append(s)
+    n = len(summaries)
+    names = lambda ss: ", ".join((s["member"] or "the run") for s in ss[:6]) + (  # noqa: E731
+        f" and {len(ss) - 6} more" if len(ss) > 6 else "")
+    lines = []
+    if "diverged" in by:
+        ss = by["diverged"]
+        steps = ", ".join(str(s["diverged_step"]) for s in ss[:6])
+        lines.append(f"DIVERGED: {len(ss)} of {n} member(s) ({names(ss)}) hit a non-finite "
+                     f"loss or gradient (at step {steps}); their histories end there")
+    if cfg.stop_loss is not None:
+        for status, why in (("max_steps", f"--max-steps {cfg.max_steps}"),
+                            ("max_minutes", f"--max-minutes {cfg.max_minutes}")):
+            if status in by:
+                ss = by[status]
+                lines.append(f"{len(ss)} of {n} member(s) ({names(ss)}) stopped at {why} "
+                             f"before the loss fell below --stop-loss {cfg.stop_loss:g}")
+    elif "max_minutes" in by:
+        ss = by["max_minutes"]
+        lines.append(f"{len(ss)} of {n} member(s) stopped at --max-minutes {cfg.max_minutes}; "
+                     "continue with --resume")
+    return lines
 
 
 if __name__ == "__main__":

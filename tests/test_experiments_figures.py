@@ -163,3 +163,65 @@ def test_mechanism_compares_adam_with_modified_gd_and_names_divergence(tmp_path)
     assert mgd["trends"] == [] and "no loss reached by every run" in numbers["verdict"]
     assert adam["trends"][-1]["verdict"] == "absent"
     assert mgd["paths"]["0.99"]["reached"] == 0 and mgd["paths"]["0.95"]["reached"] == 3
+
+
+def _sweep_then(damage):
+    def make(root):
+        _fake_sweep(root, "rho", [0.9, 0.99], seeds=(0, 1))
+        damage(root / "rho=0.99" / "seed=1")
+    return make
+
+
+def _cut_bytes(path, frac=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * frac)])
+
+
+# (what --runs is made into, what the one line must say); every case exits 2 before drawing
+DAMAGED = {
+    "history garbage": (_sweep_then(lambda d: (d / "history.csv").write_bytes(b"\x00\xff" * 50)),
+                        "seed=1/history.csv is not a history file"),
+    "history truncated": (_sweep_then(lambda d: _cut_bytes(d / "history.csv", 0.7)),
+                          "seed=1/history.csv, line"),
+    "history header only": (_sweep_then(lambda d: (d / "history.csv").write_text(
+        ",".join(H.COLUMNS) + "\n")), "seed=1/history.csv has no rows"),
+    "history empty": (_sweep_then(lambda d: (d / "history.csv").write_text("")),
+                      "seed=1/history.csv is empty"),
+    "config garbage": (_sweep_then(lambda d: (d / "config.json").write_text("{not json")),
+                       "seed=1/config.json is not valid JSON"),
+    "config truncated": (_sweep_then(lambda d: _cut_bytes(d / "config.json")),
+                         "seed=1/config.json is not valid JSON"),
+    "config missing": (_sweep_then(lambda d: (d / "config.json").unlink()),
+                       "seed=1/config.json cannot be read"),
+    "config not a run's": (_sweep_then(lambda d: (d / "config.json").write_text('{"a": 1}')),
+                           "seed=1/config.json is not a training run's summary (no 'h')"),
+    "a file": (lambda root: root.write_text("x"), "is a file, not a run directory"),
+    "empty directory": (lambda root: root.mkdir(), "no history.csv in"),
+    "missing": (lambda root: None, "no run directory"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_a_damaged_run_directory_is_named_in_one_line(tmp_path, capsys, case):
+    make, needle = DAMAGED[case]
+    make(tmp_path / "runs")
+    err = _err(["--figure", "3", "--runs", str(tmp_path / "runs")], tmp_path, capsys)
+    assert err.startswith("experiments.figures: error: ") and needle in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--threshold", "nan"], "--threshold must be positive and finite, got nan"),
+    (["--threshold", "inf"], "--threshold must be positive and finite, got inf"),
+    (["--threshold", "1e400"], "'1e400' is beyond the float range"),
+    (["--threshold", "-0.1"], "--threshold must be positive and finite, got -0.1"),
+    (["--thresholds", "0.1,nan"], "--thresholds must be positive numbers"),
+    (["--window", "2.5"], "'2.5' is not an integer"),
+    (["--figure", "7", "--runs", "SECOND"], "figure 7 takes one --runs directory, got 2"),
+])
+def test_bad_figure_flags_are_refused_before_reading_runs(tmp_path, capsys, flags, needle):
+    """Refused up front: --runs does not even exist (reading it would fail otherwise)."""
+    flags = [str(tmp_path / "b") if f == "SECOND" else f for f in flags]
+    figure = [] if "--figure" in flags else ["--figure", "3"]
+    err = _err(figure + flags + ["--runs", str(tmp_path / "a")], tmp_path, capsys)
+    assert needle in err, err

@@ -71,9 +71,41 @@ def test_sigkill_and_resume_gives_the_same_history(tmp_path, uninterrupted, jax_
     rc, _, err = _finish(_start(common + ["--out", str(part), "--resume"], cache=jax_cache))
     assert rc == 0, err
     assert "resumed from step 6" in err
+    assert "took over the lock" in err and "which no longer runs" in err  # the killed one's
     assert (part / "history.csv").read_bytes() == (full / "history.csv").read_bytes()
     cfg = json.loads((part / "config.json").read_text())
     assert cfg["status"] == "max_steps" and cfg["rows"] == 10
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_saves_and_resume_gives_the_same_history(tmp_path, uninterrupted,
+                                                                   jax_cache, sig):
+    """SIGTERM or SIGINT (Ctrl-C) sent to the process while it waits after step 5
+    (checkpoint at 3, history written through row 3): it saves a checkpoint at step 5 and
+    the history, says so in one line (no traceback), leaves no temporary files, and
+    --resume continues to the uninterrupted run's history, byte for byte."""
+    part = tmp_path / "part"
+    p = _start(COMMON + ["--out", str(part), "--wait-at-step", "5"], cache=jax_cache)
+    line = ""
+    while "waiting at step 5" not in line:
+        line = p.stderr.readline()
+        assert line or p.poll() is None, "the run ended before step 5"
+    p.send_signal(sig)
+    rc, _, err = _finish(p)
+    assert rc == 128 + sig, err
+    name = signal.Signals(sig).name
+    assert err.strip().splitlines() == [
+        f"experiments.train: stopped by {name} at step 5: checkpoint and history saved in "
+        f"{part}; continue with --resume"]
+    assert [r["step"] for r in H.read_history(str(part / "history.csv"))] == list(range(5))
+    assert sorted(os.listdir(part / "checkpoints")) == ["3", "5"]
+    assert not [f for _, _, fs in os.walk(part) for f in fs if ".tmp." in f]
+    assert not (part / "train.lock").exists()
+    if sig == signal.SIGINT:
+        return  # the resume is the same as after SIGTERM: checked once
+    rc, _, err = _finish(_start(COMMON + ["--out", str(part), "--resume"], cache=jax_cache))
+    assert rc == 0 and "resumed from step 5" in err, err
+    assert (part / "history.csv").read_bytes() == (uninterrupted / "history.csv").read_bytes()
 
 
 # seeds x sweep, in two vmapped chunks (3 + 1 members), each member stopping 2 steps
@@ -151,11 +183,15 @@ def test_sharded_run_matches_single_device(tmp_path, uninterrupted):
             np.testing.assert_allclose(a[c], b[c], rtol=1e-10, atol=1e-14, err_msg=c)
 
 
-def test_divergence_is_detected_and_recorded(tmp_path):
+def test_divergence_is_detected_and_recorded(tmp_path, capsys):
     out = tmp_path / "div"
     summaries = cli.main(["--model", "cnn_small", "--train-size", "32", "--test-size", "32",
                           "--h", "1e6",
                           "--max-steps", "50", "--no-progress", "--out", str(out)])
+    said = capsys.readouterr().out
+    assert (f"DIVERGED: 1 of 1 member(s) (the run) hit a non-finite loss or gradient (at step "
+            f"{summaries[0]['diverged_step']})") in said, said
+    assert "NaN" not in (out / "config.json").read_text()  # JSON has no NaN: null
     s = summaries[0]
     assert s["status"] == "diverged" and s["diverged_step"] is not None
     rows = H.read_history(str(out / "history.csv"))

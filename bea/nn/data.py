@@ -91,8 +91,19 @@ def cifar_files(data_dir: str, name: str) -> list[str]:
 
 
 def _unpickle(path: str) -> dict:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    """The dict in a CIFAR pickle; DataError naming the file if it is unreadable, damaged
+    or truncated, or holds anything but a dict."""
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or type(e).__name__})") from None
+    except Exception as e:  # noqa: BLE001 - pickle raises many types on a damaged file
+        what = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path} is not a readable pickle (damaged or truncated: {what})") \
+            from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path} holds a {type(d).__name__}, not a CIFAR pickle's dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
@@ -105,8 +116,14 @@ def load_cifar(data_dir: str, name: str, dtype=np.float32) -> Dataset:
         d = _unpickle(p)
         if "data" not in d or label_key not in d:
             raise DataError(f"{p} is not a {name} pickle (no 'data'/{label_key!r} entry)")
-        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        parts.append((x, np.asarray(d[label_key], dtype=np.int32)))
+        try:
+            x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(d[label_key], dtype=np.int32).reshape(-1)
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{p} is not a {name} pickle ({str(e)[:120]})") from None
+        if len(x) != len(y):
+            raise DataError(f"{p} has {len(x)} images but {len(y)} labels")
+        parts.append((x, y))
     x_train = np.concatenate([x for x, _ in parts[:-1]])
     y_train = np.concatenate([y for _, y in parts[:-1]])
     x_test, y_test = parts[-1]

@@ -20,6 +20,7 @@ from bea import _io
 __all__ = [
     "COLUMNS",
     "write_history",
+    "HistoryError",
     "read_history",
     "write_json",
     "read_json",
@@ -57,20 +58,77 @@ def write_history(path: str, rows: Sequence[dict]) -> None:
     _io.write_atomic(path, buf.getvalue())
 
 
-def read_history(path: str) -> list[dict]:
-    """Rows of a history CSV: ``step`` as int, every other column as float."""
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in rows]
+class HistoryError(ValueError):
+    """A history or run file that cannot be read back; the message names the file (and
+    the line) and what is wrong with it."""
+
+
+def read_history(path) -> list[dict]:
+    """Rows of a history CSV: ``step`` as int, every other column as float. Raises
+    HistoryError naming the file and line for anything but a header of ``COLUMNS`` and
+    complete numeric rows numbered 0, 1, 2, ... (a damaged or hand-edited file)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+        lines = list(csv.reader(io.StringIO(text)))
+    except OSError as e:
+        raise HistoryError(f"{path} cannot be read ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError:
+        raise HistoryError(f"{path} is not a history file (not text)") from None
+    except csv.Error as e:
+        raise HistoryError(f"{path} is not a history file ({e})") from None
+    if not lines:
+        raise HistoryError(f"{path} is empty (not even its header line)")
+    if tuple(lines[0]) != COLUMNS:
+        raise HistoryError(f"{path} is not a history file: its header is "
+                           f"{','.join(lines[0])[:80]!r}, not {','.join(COLUMNS)[:40]!r}...")
+    if not text.endswith("\n"):  # every write ends its last row with a newline
+        raise HistoryError(f"{path}, line {len(lines)} is incomplete (the file is truncated)")
+    rows = []
+    for i, fields in enumerate(lines[1:]):
+        where = f"{path}, line {i + 2}"
+        if len(fields) != len(COLUMNS):
+            raise HistoryError(f"{where} has {len(fields)} fields, not {len(COLUMNS)} "
+                               "(a truncated or damaged row)")
+        try:
+            row = {c: (int(v) if c == "step" else float(v))
+                   for c, v in zip(COLUMNS, fields, strict=True)}
+        except ValueError:
+            bad = next(v for c, v in zip(COLUMNS, fields, strict=True) if not _number(v, c))
+            raise HistoryError(f"{where}: {bad[:40]!r} is not a number") from None
+        if row["step"] != i:
+            raise HistoryError(f"{where} is step {row['step']}, expected {i} (rows must be "
+                               "steps 0, 1, 2, ... in order)")
+        rows.append(row)
+    return rows
+
+
+def _number(text: str, column: str) -> bool:
+    try:
+        int(text) if column == "step" else float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def write_json(path: str, obj: dict) -> None:
     _io.write_json(path, obj, sort_keys=True)
 
 
-def read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_json(path) -> dict:
+    """The JSON object in ``path``; HistoryError naming the file if it is missing,
+    unreadable or not a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except OSError as e:
+        raise HistoryError(f"{path} cannot be read ({e.strerror or type(e).__name__})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        what = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "not text"
+        raise HistoryError(f"{path} is not valid JSON ({what})") from None
+    if not isinstance(obj, dict):
+        raise HistoryError(f"{path} holds a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def first_below(rows: Sequence[dict], threshold: float, column: str = "train_loss") -> dict | None:

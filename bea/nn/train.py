@@ -30,10 +30,17 @@ member than one member alone). Run directory layout::
 
 Checkpoints: ``OUT/checkpoints/`` for one program, ``OUT/checkpoints-chunk{i}/`` for
 chunks, the member's own ``checkpoints/`` when sequential.
+
+Resume and safety (:func:`run`): before writing, ``bea.nn.rundir.inspect`` checks that
+configuration, histories and checkpoints agree (else one-line refusal, nothing changed);
+a damaged newest checkpoint is moved aside and the previous one restored; one writer per
+directory (``OUT/train.lock``); SIGTERM / SIGINT stop at the next step with a checkpoint
+and the histories saved (:class:`Interrupted`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -47,11 +54,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PyTree
 
 from bea.nn import history as hist
-from bea.nn.checkpoint import Checkpointer
-from bea.nn.data import DATASET_NAMES, load_dataset
+from bea.nn import rundir
+from bea.nn.checkpoint import Checkpointer, DamagedCheckpoints
+from bea.nn.data import DATASET_NAMES, DataError, load_dataset
 from bea.nn.fullbatch import (
     Batches,
     data_mesh,
@@ -65,8 +74,10 @@ from bea.nn.fullbatch import (
 from bea.nn.metrics import first_order_prediction, gradient_metrics
 from bea.nn.models import MODEL_NAMES, make_model
 from bea.nn.readout import first_crossing
+from bea.nn.rundir import RunLock
 from bea.norms import correction_coefficient
 from bea.optimizers import adam, check_hyperparameters, gd
+from bea.result import member_name
 
 __all__ = [
     "ADAM_VARIANTS",
@@ -74,11 +85,13 @@ __all__ = [
     "OPTIMIZERS",
     "SWEEP_KEYS",
     "ConfigError",
+    "Interrupted",
     "TrainConfig",
     "HParams",
     "validate",
     "parse_sweep",
     "members",
+    "all_agree",
     "make_step",
     "run",
 ]
@@ -147,16 +160,23 @@ def _check_hparams(h, beta, rho, eps, where=""):
         raise ConfigError(f"{e}{where}") from None
 
 
+def _number(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise ConfigError(f"--sweep value {text.strip()!r} is not a number") from None
+    if math.isinf(x) and "inf" not in text.lower():
+        raise ConfigError(f"--sweep value {text.strip()!r} is beyond the float range")
+    return x
+
+
 def parse_sweep(spec: str) -> tuple[str, list[float]]:
     """``"rho=0.99,0.995"`` -> ("rho", [0.99, 0.995])."""
     key, sep, values = spec.partition("=")
     key = key.strip()
     if not sep or key not in SWEEP_KEYS:
         raise ConfigError(f"--sweep must be KEY=V1,V2,... with KEY in {SWEEP_KEYS}, got {spec!r}")
-    try:
-        vals = [float(v) for v in values.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--sweep values must be numbers, got {values!r}") from None
+    vals = [_number(v) for v in values.split(",") if v.strip()]
     if not vals:
         raise ConfigError(f"--sweep {key}= needs at least one value")
     if len(set(vals)) != len(vals):
@@ -184,8 +204,13 @@ def validate(cfg: TrainConfig) -> None:
     _check_hparams(cfg.h, cfg.beta, cfg.rho, cfg.eps)
     for m in members(cfg):
         _check_hparams(m["h"], m["beta"], m["rho"], m["eps"], f" (in --sweep {cfg.sweep})")
-    if cfg.stop_loss is not None and not cfg.stop_loss > 0:
-        raise ConfigError(f"stop-loss must be > 0, got {cfg.stop_loss}")
+    if cfg.stop_loss is not None and not (cfg.stop_loss > 0 and math.isfinite(cfg.stop_loss)):
+        raise ConfigError(f"stop-loss must be > 0 and finite, got {cfg.stop_loss}")
+    if not 0 <= cfg.seed or cfg.seed + cfg.seeds > 2**32:
+        raise ConfigError(f"seed must lie in [0, 2**32 - seeds], got {cfg.seed}")
+    if cfg.data_dir is not None and cfg.dataset == "digits":
+        raise ConfigError(f"--data-dir {cfg.data_dir} applies to cifar10 and cifar100; digits "
+                          "ships with scikit-learn")
     if cfg.max_steps < 1:
         raise ConfigError(f"max-steps must be >= 1, got {cfg.max_steps}")
     if cfg.seeds < 1:
@@ -224,7 +249,7 @@ def members(cfg: TrainConfig) -> list[dict]:
         configs = [dict(base, config_name=None)]
     else:
         key, vals = parse_sweep(cfg.sweep)
-        configs = [dict(base, **{key: v}, config_name=f"{key}={v:g}") for v in vals]
+        configs = [dict(base, **{key: v}, config_name=member_name({key: v}, [key])) for v in vals]
     out = []
     for c in configs:
         c["gd_lr"] = c["h"] if cfg.gd_lr is None else cfg.gd_lr
@@ -248,7 +273,8 @@ def _optimizer(name: str, hp: HParams) -> optax.GradientTransformation:
                 eps_inside=eps_inside)
 
 
-def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members: int = 2):
+def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members: int = 2,
+              mesh=None):
     """The jitted, member-vmapped step (params, opt_state, hp, train xyw, test xyw) ->
     (params', opt_state', metrics) of the module docstring; leading axis = member.
     With one member the axis is squeezed instead of vmapped (a vmap over weights turns
@@ -287,7 +313,12 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
             return ex(one(sq(params), sq(opt_state), sq(hp), train, test))
     else:
         stepped = jax.vmap(one, in_axes=(0, 0, 0, None, None))
-    return jax.jit(stepped, donate_argnums=(0, 1))
+    if mesh is None:
+        return jax.jit(stepped, donate_argnums=(0, 1))
+    # the state and the metrics replicated on every device of every process (each process
+    # reads the metrics from its own copy)
+    return jax.jit(stepped, donate_argnums=(0, 1),
+                   out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def _init_state(cfg: TrainConfig, seeds: Sequence[int], image_shape, num_classes, dtype):
@@ -348,16 +379,65 @@ class _Member:
         return out
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGTERM or SIGINT after saving a checkpoint and the histories
+    at the step reached; ``--resume`` continues it to the same history."""
+
+    def __init__(self, signum: int, step: int, out: str):
+        self.signum, self.step, self.out = signum, step, out
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}: checkpoint and history saved in "
+                         f"{out}; continue with --resume")
+
+
+class _StopOnSignal:
+    """While active, SIGTERM and SIGINT only record that a stop was asked for (the loop
+    stops at the next step boundary, saves, and raises Interrupted); signals are only
+    caught in the main thread (elsewhere Python cannot install handlers)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def all_agree(ok: bool) -> bool:
+    """True when ``ok`` holds in every process (one small collective when there are
+    several; several processes must take the same branches around collectives)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.array([int(ok)], np.int32))
+    return bool(np.all(np.asarray(flags)))
+
+
 def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill_at_step,
-               is_main, log, step_fns):
+               is_main, log, step_fns, stop, on_start, wait_at_step=None):
     """Run the members ``specs`` together (vmapped), writing into ``dirs``. ``step_fns``
     caches the compiled step by member count across the groups of one run (the groups
-    share the model structure, the data shapes and the optimizer)."""
+    share the model structure, the data shapes and the optimizer). ``on_start`` runs
+    before this group's first write, once its checkpoint is restored."""
     dtype = jnp.dtype(cfg.dtype)
     k = len(specs)
     ms = [_Member(s, d) for s, d in zip(specs, dirs, strict=True)]
-    for m in ms:
-        os.makedirs(m.dir, exist_ok=True)
     params, opt_state, static = _init_state(cfg, [s["seed"] for s in specs],
                                             data.x_train.shape[1:], data.num_classes, dtype)
     hp = HParams(*(np.array([s[key] for s in specs], dtype=dtype) for key in HParams._fields))
@@ -368,15 +448,14 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
     test = shard_batches(make_batches(data.x_test, data.y_test, cfg.physical_batch, nd,
                                       dtype), mesh)
     if k not in step_fns:
-        step_fns[k] = make_step(static, cfg.optimizer, train.n, test.n, k)
+        step_fns[k] = make_step(static, cfg.optimizer, train.n, test.n, k, mesh=mesh)
     step_fn = step_fns[k]
 
     ckpt = Checkpointer(ckpt_dir)
     step = 0
-    latest = ckpt.latest_step() if resume else None
-    if latest is not None:
-        params, opt_state = ckpt.restore(latest, (params, opt_state))
-        step = latest
+    found = ckpt.restore_latest((params, opt_state), log, all_agree, is_main) if resume else None
+    if found is not None:
+        step, (params, opt_state) = found
         for m in ms:
             rows = hist.read_history(m.history_path) if os.path.exists(m.history_path) else []
             m.rows = [r for r in rows if r["step"] < step]
@@ -384,6 +463,10 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
             if m.status == "running" and m.rows and m.rows[-1]["step"] < step - 1:
                 m.status = "diverged"  # stopped on a non-finite update (modified_gd's HVP)
         log(f"resumed from step {step} ({ckpt_dir})")
+    on_start()
+    if is_main:
+        for m in ms:
+            os.makedirs(m.dir, exist_ok=True)
 
     t0 = time.monotonic()
 
@@ -398,12 +481,22 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
     def active():
         return [m.status == "running" for m in ms]
 
+    def stop_asked():
+        return not all_agree(stop.signum is None)
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main),
                desc="full-batch steps", dynamic_ncols=True)
     train_xyw, test_xyw = (train.x, train.y, train.w), (test.x, test.y, test.w)
     while any(active()) and step < cfg.max_steps:
+        if stop_asked():
+            bar.close()
+            write_all()  # history first: it may run ahead of the checkpoint, never behind
+            if ckpt.latest_step() != step:
+                ckpt.save(step, (params, opt_state))
+            ckpt.close()
+            raise Interrupted(stop.signum or signal.SIGTERM, step, ckpt_dir)
         if cfg.max_minutes is not None and time.monotonic() - t0 > 60 * cfg.max_minutes:
             for m in ms:
                 if m.status == "running":
@@ -434,6 +527,11 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
             write_all()
         if kill_at_step is not None and step == kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
+        if wait_at_step is not None and step == wait_at_step:  # test hook: a signal mid-run
+            log(f"waiting at step {step} for a signal")
+            deadline = time.monotonic() + 60
+            while stop.signum is None and time.monotonic() < deadline:
+                time.sleep(0.01)
     bar.close()
     for m in ms:
         if m.status == "running":
@@ -445,6 +543,21 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
     return [m.summary(cfg, step, time.monotonic() - t0, nd) for m in ms]
 
 
+def _layout(cfg: TrainConfig, specs: list[dict], out: str):
+    """(several, member directories, [(member indices, checkpoint directory)])."""
+    several = cfg.sweep is not None or cfg.seeds > 1
+    if not several:
+        return several, [out], [([0], os.path.join(out, "checkpoints"))]
+    dirs = [os.path.join(out, *s["name"].split("/")) for s in specs]
+    if cfg.sweep_mode == "sequential":
+        return several, dirs, [([i], os.path.join(d, "checkpoints")) for i, d in enumerate(dirs)]
+    size = cfg.chunk_size or len(specs)
+    groups = [list(range(i, min(i + size, len(specs)))) for i in range(0, len(specs), size)]
+    ckpts = ([os.path.join(out, "checkpoints")] if len(groups) == 1 else
+             [os.path.join(out, f"checkpoints-chunk{i}") for i in range(len(groups))])
+    return several, dirs, list(zip(groups, ckpts, strict=True))
+
+
 def run(
     cfg: TrainConfig,
     out: str,
@@ -452,55 +565,88 @@ def run(
     resume: bool = False,
     progress: bool = True,
     kill_at_step: int | None = None,
+    wait_at_step: int | None = None,
     log=print,
 ) -> list[dict]:
     """Train ``cfg`` into directory ``out`` (see the module docstring); return the
     per-member summaries also written to each ``config.json``.
 
-    Raises ConfigError for an invalid configuration, or for ``out`` holding a different
-    run (or any run without ``resume``), and DataError if the data is missing.
+    Before writing anything: ConfigError (one line, naming the file or value) for an
+    invalid configuration, a training set smaller than ``train_size``, ``out`` holding
+    another run (or any run without ``resume``) or a run that cannot be continued
+    consistently (``bea.nn.rundir.inspect``), or a live writer holding ``out``'s lock;
+    DataError if the data is missing or damaged. While running, SIGTERM / SIGINT stop
+    at the next step with a checkpoint and the histories saved (Interrupted). With
+    several processes (``bea.distributed``) every process runs this with the same
+    ``out`` (a file system all of them see), all take the same branches, and only
+    process 0 writes the run files and holds the lock.
     """
     validate(cfg)
     is_main = jax.process_index() == 0
     specs = members(cfg)
-    several = cfg.sweep is not None or cfg.seeds > 1
+    several, dirs, groups = _layout(cfg, specs, out)
     root_file = os.path.join(out, "sweep.json" if several else "config.json")
-    if os.path.exists(root_file):
-        if not resume:
-            raise ConfigError(f"{out} already holds a run; pass --resume or choose another --out")
-        old = hist.read_json(root_file)["config"]
-        new = dataclasses.asdict(cfg)
-        defaults = dataclasses.asdict(TrainConfig())  # fields newer than the run's files
-        for key in new:
-            if key not in _RESUMABLE and old.get(key, defaults[key]) != new[key]:
-                raise ConfigError(f"--resume with {key}={new[key]!r} but the run in {out} has "
-                                  f"{key}={old.get(key, defaults[key])!r}")
-    data = load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype), cfg.train_size,
-                        cfg.test_size)
-    mesh = data_mesh()
-    os.makedirs(out, exist_ok=True)
-    common = dict(resume=resume, progress=progress, kill_at_step=kill_at_step,
-                  is_main=is_main, log=log, step_fns={})
-    if not several:
-        return _group_run(cfg, specs, [out], os.path.join(out, "checkpoints"), data, mesh,
-                          **common)
-    if is_main:
-        hist.write_json(root_file, {"config": dataclasses.asdict(cfg),
-                                    "members": [s["name"] for s in specs]})
-    dirs = [os.path.join(out, *s["name"].split("/")) for s in specs]
-    if cfg.sweep_mode == "sequential":
-        groups = [[i] for i in range(len(specs))]
-        ckpts = [os.path.join(d, "checkpoints") for d in dirs]
-    else:
-        size = cfg.chunk_size or len(specs)
-        groups = [list(range(i, min(i + size, len(specs)))) for i in range(0, len(specs), size)]
-        ckpts = ([os.path.join(out, "checkpoints")] if len(groups) == 1 else
-                 [os.path.join(out, f"checkpoints-chunk{i}") for i in range(len(groups))])
-    summaries = []
-    for group, ckpt in zip(groups, ckpts, strict=True):
-        summaries += _group_run(cfg, [specs[i] for i in group], [dirs[i] for i in group], ckpt,
-                                data, mesh, **common)
-    return summaries
+    lock = contextlib.ExitStack()
+    error = None
+    try:
+        if is_main and os.path.isdir(out):
+            RunLock.check(out)  # a live writer first: its files are in flux
+        plan = rundir.inspect(out, several=several, config=dataclasses.asdict(cfg),
+                              specs=specs, groups=groups, dirs=dirs, resume=resume,
+                              resumable=_RESUMABLE, defaults=dataclasses.asdict(TrainConfig()))
+        data = load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype))
+        data = _subset(data, cfg)
+        if is_main:
+            lock.enter_context(RunLock(out, log))
+    except (rundir.RunDirError, hist.HistoryError) as e:
+        error = ConfigError(f"{e}; nothing changed" if resume and isinstance(
+            e, hist.HistoryError) else str(e))
+    except (ConfigError, DataError) as e:
+        error = e
+    if not all_agree(error is None):
+        lock.close()
+        raise error or ConfigError("another process of this run refused it (process 0 says "
+                                   "why)")
+    with lock, _StopOnSignal() as stop:
+        for note in plan.notes:
+            log(note)
+        mesh = data_mesh()
+        step_fns: dict = {}
+        written = []
+
+        def on_start():
+            if is_main and several and not written:
+                hist.write_json(root_file, {"config": dataclasses.asdict(cfg),
+                                            "members": [s["name"] for s in specs]})
+            written.append(True)
+
+        summaries = []
+        for group, ckpt in groups:
+            try:
+                summaries += _group_run(cfg, [specs[i] for i in group], [dirs[i] for i in group],
+                                        ckpt, data, mesh, resume=resume, progress=progress,
+                                        kill_at_step=kill_at_step, wait_at_step=wait_at_step,
+                                        is_main=is_main, log=log,
+                                        step_fns=step_fns, stop=stop, on_start=on_start)
+            except DamagedCheckpoints as e:
+                raise ConfigError(str(e)) from None
+            except Interrupted as e:
+                raise Interrupted(e.signum, e.step, out) from None
+        return summaries
+
+
+def _subset(data, cfg: TrainConfig):
+    """The first ``train_size`` / ``test_size`` examples; ConfigError if the data set has
+    fewer (the standardisation uses the whole set)."""
+    for name, n, x, y in (("train", cfg.train_size, "x_train", "y_train"),
+                          ("test", cfg.test_size, "x_test", "y_test")):
+        have = len(getattr(data, y))
+        if n is not None and n > have:
+            raise ConfigError(f"--{name}-size {n} exceeds the {have} {name} examples of "
+                              f"{cfg.dataset}")
+        if n is not None:
+            data = data._replace(**{x: getattr(data, x)[:n], y: getattr(data, y)[:n]})
+    return data
 
 
 def summaries_table(summaries: Sequence[dict]) -> str:

@@ -150,7 +150,8 @@ def _main(args, main_process: bool) -> list[dict]:
         log(f"{PROG}: --distributed is no longer needed: the environment decides; running "
             f"as {jax.process_count()} process(es)")
     first = _process0_flags(args)
-    differ = [k for k in sorted(first) if k not in _PER_PROCESS and first[k] != vars(args)[k]]
+    differ = [k for k in sorted(first) if k not in _PER_PROCESS  # as JSON: nan equals nan
+              and json.dumps(first[k]) != json.dumps(vars(args)[k])]
     fields = set(TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     out = first["out"]

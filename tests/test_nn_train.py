@@ -203,6 +203,9 @@ def test_divergence_is_detected_and_recorded(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags,needle", [
     (["--h", "0"], "h must be positive and finite, got 0.0"),
+    (["--h", "nan"], "h must be positive and finite, got nan"),
+    (["--beta", "nan"], "beta must lie in [0, 1), got nan"),
+    (["--stop-loss", "nan"], "stop-loss must be > 0 and finite, got nan"),
     (["--beta", "1"], "beta must lie in [0, 1), got 1.0"),
     (["--rho", "0"], "rho must lie in (0, 1), got 0.0"),
     (["--eps=-1e-8"], "eps must be positive and finite, got -1e-08"),

@@ -33,9 +33,18 @@ def render(path: Path, timeout: int = 3600) -> float:
     return time.perf_counter() - t0
 
 
+def find(name: str) -> Path:
+    """The notebook whose file name starts with ``name`` (``03``, ``03_training_one_norm``)."""
+    hits = sorted(HERE.glob(f"{name.removesuffix('.ipynb')}*.ipynb"))
+    if len(hits) != 1:
+        choices = ", ".join(p.stem for p in sorted(HERE.glob("*.ipynb")))
+        sys.exit(f"render.py: error: {name!r} names {len(hits)} notebooks; choose from "
+                 f"{choices}")
+    return hits[0]
+
+
 def main(names: list[str]) -> int:
-    paths = [HERE / f"{n.removesuffix('.ipynb')}.ipynb" for n in names] or sorted(
-        HERE.glob("*.ipynb"))
+    paths = [find(n) for n in names] or sorted(HERE.glob("*.ipynb"))
     for p in paths:
         print(f"{p.name}: {render(p):.0f} s", flush=True)
     return 0

@@ -68,6 +68,8 @@ def test_committed_executed_at_full_settings(path):
     assert not [o for o in outputs if o.output_type == "error"], f"{path.name} has an error"
     first = "".join(o.get("text", "") for o in code[0].outputs)
     assert "SMALL=False" in first, f"{path.name} was rendered at small settings"
+    text = "".join(o.get("text", "") for o in outputs)
+    assert str(NOTEBOOK_DIR.parent) not in text, f"{path.name} shows a path of this machine"
     draws = any("plt." in c.source for c in code)
     pngs = sum("image/png" in o.get("data", {}) for o in outputs)
     assert pngs >= draws, f"{path.name} draws figures but none is committed"

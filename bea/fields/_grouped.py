@@ -32,8 +32,8 @@ The elementwise part of order 1 is linear in its recursions, so it comes two way
   ``lax.switch``), so the work stays O(n p) within a factor 2; the segment sums over
   b(k) = b by ``segment_sum``.
 
-On the CPU the sequential loop is much faster (measured 1.7 ns per slot and coordinate
-against ~60 for the prefix scans, /work/notes/issue12_measurements.md); on an accelerator
+On the CPU the sequential loop is much faster (benchmark 6, docs/benchmarks.md: about 1.7 ns
+per slot and coordinate against ~60 for the prefix scans at n = 1000 B); on an accelerator
 the prefix scans are the intended default (:func:`default_scan`).
 
 The round-off window of :mod:`bea.fields._window` applies as in the direct field: with
@@ -62,7 +62,7 @@ _MIN_BUCKET = 64  # the associative scan's shortest static length
 
 def default_scan(backend: str | None = None) -> str:
     """The elementwise scan used when none is given: ``"sequential"`` on CPU (measured
-    faster there, /work/notes/issue12_measurements.md), ``"associative"`` on accelerators
+    faster there: benchmark 6, docs/benchmarks.md), ``"associative"`` on accelerators
     (docs/math.md, section 7: depth O(log n) instead of n)."""
     backend = jax.default_backend() if backend is None else backend
     return "sequential" if backend == "cpu" else "associative"

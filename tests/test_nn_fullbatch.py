@@ -20,6 +20,20 @@ def digits64():
     return d.x_train[:50], d.y_train[:50]
 
 
+def _run_and_replay_start(cfg, tmp_path):
+    """Run ``cfg`` (cnn_small on the first 40 digits, float64, 4 steps) into ``tmp_path``
+    and return its history rows with what a replay starts from: the data and the same
+    initial parameters, partitioned as the training does."""
+    run(cfg, str(tmp_path), progress=False, log=lambda s: None)
+    rows = H.read_history(str(tmp_path / "history.csv"))
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    d = load_digits(np.float64)
+    x, y = jnp.asarray(d.x_train[:40]), jnp.asarray(d.y_train[:40])
+    model = make_model("cnn_small", 1, 8, 10, jax.random.PRNGKey(0), jnp.float64)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    return rows, x, y, params, static
+
+
 def _one_shot(params, static, x, y):
     def loss(p):
         logits = jax.vmap(eqx.combine(p, static))(x)
@@ -50,14 +64,7 @@ def test_logged_norms_equal_direct_computation(tmp_path):
     cfg = TrainConfig(model="cnn_small", train_size=40, test_size=40, dtype="float64",
                       max_steps=4,
                       physical_batch=16, h=1e-2, beta=0.9, rho=0.99, eps=1e-6)
-    run(cfg, str(tmp_path), progress=False, log=lambda s: None)
-    rows = H.read_history(str(tmp_path / "history.csv"))
-    assert [r["step"] for r in rows] == [0, 1, 2, 3]
-
-    d = load_digits(np.float64)
-    x, y = jnp.asarray(d.x_train[:40]), jnp.asarray(d.y_train[:40])
-    model = make_model("cnn_small", 1, 8, 10, jax.random.PRNGKey(0), jnp.float64)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    rows, x, y, params, static = _run_and_replay_start(cfg, tmp_path)
     opt = bea.adam(1e-2, 0.9, 0.99, 1e-6)
     state = opt.init(params)
     one_shot = jax.jit(lambda p: _one_shot(p, static, x, y))
@@ -140,14 +147,7 @@ def test_modified_gd_is_gradient_descent_on_the_modified_loss(tmp_path):
     cfg = TrainConfig(model="cnn_small", train_size=40, test_size=40, dtype="float64",
                       max_steps=4, physical_batch=16, h=h, beta=beta, rho=rho, eps=eps,
                       optimizer="modified_gd", gd_lr=lr)
-    run(cfg, str(tmp_path), progress=False, log=lambda s: None)
-    rows = H.read_history(str(tmp_path / "history.csv"))
-    assert [r["step"] for r in rows] == [0, 1, 2, 3]
-
-    d = load_digits(np.float64)
-    x, y = jnp.asarray(d.x_train[:40]), jnp.asarray(d.y_train[:40])
-    model = make_model("cnn_small", 1, 8, 10, jax.random.PRNGKey(0), jnp.float64)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    rows, x, y, params, static = _run_and_replay_start(cfg, tmp_path)
     c = bea.norms.correction_coefficient(h, beta, rho)
     assert c < 0  # rho > beta: the norm is anti-penalised
 

@@ -81,8 +81,8 @@ def solve_fixed(field, theta0, h, num_steps, *, substeps=1,
     2^-52 N max_n ||theta~(nh)||, which that difference cannot see.
 
     ``substeps`` may be traced: the same compiled program then gives both a solve and its
-    ``substeps=2`` reference (:func:`bea.sweep.run_h` measures the error so, without a
-    second compilation).
+    ``substeps=2`` reference (:func:`bea.sweep` measures the error so, without a second
+    compilation).
 
     Choices that make it fast when h is traced (a padded sweep): each step is taken in unit
     time s, d theta/ds = (h / substeps) f(n, theta), so the tableau's step is the constant 1
@@ -133,7 +133,7 @@ def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, ref
       round-off (:func:`solve_fixed`). The embedded difference estimates the error of the
       lower-order companion, so it over-estimates each step's own error, but it does not
       propagate errors: where the flow expands them by more than that margin it
-      under-estimates. :func:`bea.sweep.sweep` therefore checks it against the halving
+      under-estimates. :func:`bea.sweep` therefore checks it against the halving
       measurement at the coarsest h of every sweep before trusting it at the others.
     """
     if method == "fixed":

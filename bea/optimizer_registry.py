@@ -287,36 +287,56 @@ _KINKS = {"max", "min", "abs", "clamp", "reduce_max", "reduce_min", "argmax", "a
 
 
 def _subjaxprs(params: dict) -> list:
+    """The programs a primitive calls, as (jaxpr, consts)."""
     out = []
     for v in params.values():
         for x in (v if isinstance(v, list | tuple) else (v,)):
             if hasattr(x, "eqns"):
-                out.append(x)
+                out.append((x, ()))
             elif hasattr(x, "jaxpr") and hasattr(x.jaxpr, "eqns"):
-                out.append(x.jaxpr)
+                out.append((x.jaxpr, x.consts))
     return out
 
 
-def _nonsmooth(jaxpr, tainted: Sequence[bool], found: dict[str, str]) -> list[bool]:
-    """Which outputs of ``jaxpr`` depend on the tainted inputs; records in ``found`` every
-    primitive that is discontinuous ('jump') or not differentiable somewhere ('kink') and
-    is applied to a tainted value (a select_n: with a tainted predicate). Calls into
-    sub-programs are followed exactly; other control flow conservatively."""
+_TIES = {"max", "min", "lt", "le", "gt", "ge", "clamp"}
+
+
+def _nonsmooth(jaxpr, consts, args, tainted: Sequence[bool], found: dict[str, str],
+               ties: list | None = None):
+    """Evaluate ``jaxpr`` on ``args`` (None: scan only; tracers are fine) and return its
+    outputs (or None) and which of them depend on the tainted inputs. Records in ``found``
+    every primitive that is discontinuous ('jump') or not differentiable somewhere ('kink')
+    applied to a tainted value (a select_n: with a tainted predicate), and appends to
+    ``ties`` (name, whether its operands are equal to 1e-12 at ``args``: the update sits
+    on its switch) for every tainted max, min or comparison. Calls into sub-programs are
+    followed exactly; other control flow is scanned conservatively."""
     taint = dict(zip(jaxpr.invars, tainted, strict=True))
+    env = {} if args is None else dict(zip(jaxpr.invars, args, strict=True))
+    env.update(zip(jaxpr.constvars, consts, strict=True))
 
     def t(v):
-        return taint.get(v, False) if hasattr(v, "aval") and not hasattr(v, "val") else False
+        return taint.get(v, False) if not hasattr(v, "val") else False
+
+    def read(v):
+        return v.val if hasattr(v, "val") else env[v]
 
     for eqn in jaxpr.eqns:
         ins = [t(v) for v in eqn.invars]
+        vals = None if args is None else [read(v) for v in eqn.invars]
         name = eqn.primitive.name
         subs = _subjaxprs(eqn.params)
-        if len(subs) == 1 and len(subs[0].invars) == len(ins):
-            outs = _nonsmooth(subs[0], ins, found)
+        if len(subs) == 1 and len(subs[0][0].invars) == len(ins):
+            outvals, outs = _nonsmooth(*subs[0], vals, ins, found, ties)
         else:
-            for sub in subs if any(ins) else ():
-                _nonsmooth(sub, [True] * len(sub.invars), found)
+            for sub, sub_consts in subs if any(ins) else ():
+                _nonsmooth(sub, sub_consts, None, [True] * len(sub.invars), found)
             outs = [any(ins)] * len(eqn.outvars)
+            outvals = None
+            if vals is not None:
+                params = eqn.primitive.get_bind_params(eqn.params)
+                fun, params = params if isinstance(params, tuple) else ((), params)  # jax < 0.7
+                outvals = eqn.primitive.bind(*fun, *vals, **params)
+                outvals = outvals if eqn.primitive.multiple_results else [outvals]
             if name == "select_n" and ins[0]:
                 found.setdefault("where", "kink")
             elif name in _JUMPS and any(ins):
@@ -326,9 +346,18 @@ def _nonsmooth(jaxpr, tainted: Sequence[bool], found: dict[str, str]) -> list[bo
                 found["a cast to integers"] = "jump"
             elif name in _KINKS and any(ins):
                 found.setdefault(name, "kink")
-        for v, o in zip(eqn.outvars, outs, strict=True):
-            taint[v] = o
-    return [t(v) for v in jaxpr.outvars]
+            if (name in _TIES and any(ins) and vals is not None and len(vals) >= 2
+                    and ties is not None):
+                a, b = (jnp.asarray(x, float) for x in vals[-2:])
+                gap = jnp.abs(a - b) <= 1e-12 * jnp.maximum(jnp.abs(a), jnp.abs(b))
+                ties.append((name if name in ("max", "min") else "where", jnp.any(gap)))
+        for i, v in enumerate(eqn.outvars):
+            taint[v] = outs[i]
+            if outvals is not None:
+                env[v] = outvals[i]
+    if args is None:
+        return None, [t(v) for v in jaxpr.outvars]
+    return [read(v) for v in jaxpr.outvars], [t(v) for v in jaxpr.outvars]
 
 
 def check_smooth(factory: Callable, params: PyTree, grad: PyTree | None = None,
@@ -359,21 +388,36 @@ def check_smooth(factory: Callable, params: PyTree, grad: PyTree | None = None,
     scale = float(jnp.sqrt(jnp.mean(g0 ** 2))) or 1.0
     state = opt.init(params)
     found: dict[str, str] = {}
+    labels: list[str] = []
+
+    @jax.jit
+    def probe(g, d, state):  # one compiled program for every probe
+        ties: list = []
+        x = unravel(g)
+        closed = jax.make_jaxpr(lambda x, s: opt.update(x, s, params)[0])(x, state)
+        _nonsmooth(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((x, state)),
+                   [jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in closed.jaxpr.invars],
+                   found, ties)
+        labels[:] = [name for name, _ in ties]
+
+        def f(x):
+            return jax.flatten_util.ravel_pytree(opt.update(unravel(x), state, params)[0])[0]
+
+        u, Jd = jax.jvp(f, (g,), (d,))
+        Jg = jax.jvp(f, (g,), (g,))[1]
+        tied = jnp.stack([t for _, t in ties]) if ties else jnp.zeros(0, bool)
+        return u, Jd, Jg, tied, opt.update(x, state, params)[1]
+
     flat, pinned = [], None
     for k in range(steps):
         g = g0 if k == 0 else g0 + 0.5 * scale * jax.random.normal(next(keys), g0.shape,
                                                                    g0.dtype)
         d = jax.random.normal(next(keys), g0.shape, g0.dtype)
         d = d * (jnp.linalg.norm(g) / jnp.linalg.norm(d))
-
-        def f(x, state=state):
-            return jax.flatten_util.ravel_pytree(opt.update(unravel(x), state, params)[0])[0]
-
-        closed = jax.make_jaxpr(lambda x, s: opt.update(x, s, params)[0])(unravel(g), state)
-        _nonsmooth(closed.jaxpr, [jnp.issubdtype(v.aval.dtype, jnp.inexact)
-                                  for v in closed.jaxpr.invars], found)
-        u, Jd = jax.jvp(f, (g,), (d,))
-        Jg = jax.jvp(f, (g,), (g,))[1]
+        u, Jd, Jg, tied, new_state = probe(g, d, state)
+        for name, t in zip(labels, np.asarray(tied), strict=True):
+            if t:
+                found[f"tie:{name}"] = "tie"
         size = float(jnp.linalg.norm(u))
         if not (size > 0 and np.isfinite(size)):
             flat.append(False)
@@ -389,9 +433,10 @@ def check_smooth(factory: Callable, params: PyTree, grad: PyTree | None = None,
                 for a, b in parts)
             if rg < 1e-10 or norm_fixed:
                 pinned = k
-        _, state = opt.update(unravel(g), state, params)
+        state = new_state
     jumps = sorted(p for p, kind in found.items() if kind == "jump")
     kinks = sorted(p for p, kind in found.items() if kind == "kink")
+    ties = sorted(p[4:] for p, kind in found.items() if kind == "tie")
     if jumps:
         raise ValueError(f"the optimizer factory's update takes {', '.join(jumps)} of a "
                          "gradient-dependent value, which is discontinuous (like lion or "
@@ -401,6 +446,12 @@ def check_smooth(factory: Callable, params: PyTree, grad: PyTree | None = None,
                          "gradient (nonzero, with zero derivative at every probe: a sign-like "
                          "update, discontinuous where it switches); the construction needs a "
                          "C^2 update")
+    if ties:
+        raise ValueError(f"the optimizer factory's update sits on the switch of a "
+                         f"{', '.join(ties)} at the probes (its two sides equal to 1e-12, e.g. "
+                         "adafactor's first update at its clipping threshold): not "
+                         "differentiable where the run starts; the construction needs a C^2 "
+                         "update")
     if kinks and pinned is not None:
         raise ValueError(f"clipping is active where the run starts: the update's norm does "
                          f"not change with the gradient (probe {pinned}) and the update takes "

@@ -57,6 +57,34 @@ ATTEMPTS = {"adaptive": (("adaptive", None),),
 _ONE, _TWO = np.int64(1), np.int64(2)
 
 
+def _number(name: str, x: Any, integer: bool = False) -> float | int:
+    """``x`` as a Python float (int with ``integer``): Python and numpy scalars and 0-d
+    arrays are accepted; a float32 or float16 scalar is read as the shortest decimal it
+    round-trips (np.float32(0.2) is 0.2, as typed, not 0.20000000298). ValueError naming
+    ``name`` and the value for anything else (bools included)."""
+    if isinstance(x, np.ndarray | jax.Array) and np.ndim(x) == 0:
+        x = np.asarray(x)[()]
+    if isinstance(x, bool | np.bool_):
+        raise ValueError(f"{name} must be a{'n integer' if integer else ' real number'}, "
+                         f"got {x!r}")
+    if integer:
+        if not isinstance(x, int | np.integer):
+            raise ValueError(f"{name} must be an integer, got {x!r}")
+        return int(x)
+    if isinstance(x, np.floating) and np.finfo(x.dtype).bits < 64:
+        return float(str(x))
+    if not isinstance(x, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a real number, got {x!r}")
+    return float(x)
+
+
+def _is_scalar(x: Any) -> bool:
+    """A single value (a Python or numpy scalar, a 0-d array, a string) where a list is
+    expected."""
+    return isinstance(x, str | bytes | int | float | np.generic) or (
+        isinstance(x, np.ndarray | jax.Array) and np.ndim(x) == 0)
+
+
 def num_steps(T: float, h: float) -> int:
     """N = T/h, which must be an integer to 1e-9 (docs/math.md, section 1)."""
     N = round(T / h)
@@ -72,7 +100,8 @@ class SweepConfig:
     offending value). ``h`` is stored coarsest first; ``engine`` is resolved ('closed'
     where the paper gives the fields, else 'generic'); beta, rho, eps default to optax's
     Adam defaults for a registry name and must be left unset for an optimizer factory
-    (its hyperparameters are its own)."""
+    (its hyperparameters are its own). Numbers may be Python or numpy scalars or 0-d
+    arrays (stored as Python numbers, float32 ones as the decimal they show)."""
 
     optimizer: str | Callable = "adam"
     h: tuple[float, ...] = (0.04, 0.02, 0.01, 0.005)
@@ -98,20 +127,29 @@ class SweepConfig:
         put("fields", tuple([self.fields] if isinstance(self.fields, str) else self.fields))
         registry.check_fields(self.optimizer, self.fields, self.engine,
                               self.batch_size is not None, requested)
-        hs = [self.h] if isinstance(self.h, int | float) else list(self.h)
+        if _is_scalar(self.h):
+            hs = [self.h]
+        else:
+            try:
+                hs = list(self.h)
+            except TypeError:
+                raise ValueError(f"h must be a step size or a list of them, got "
+                                 f"{self.h!r}") from None
         if not hs:
             raise ValueError("empty list of step sizes h")
+        hs = [_number("h", x) for x in hs]
         for x in hs:
             check_hyperparameters(h=x)
         if len(set(hs)) < len(hs):
             twice = sorted({x for x in hs if hs.count(x) > 1})
             raise ValueError(f"step size h={twice[0]!r} is given twice; give distinct h")
-        if not (isinstance(self.T, int | float) and math.isfinite(self.T) and self.T > 0):
+        T = _number("T", self.T)
+        if not (math.isfinite(T) and T > 0):
             raise ValueError(f"T must be positive and finite, got {self.T!r}")
         for x in hs:
-            num_steps(self.T, x)
-        put("h", tuple(sorted((float(x) for x in hs), reverse=True)))
-        put("T", float(self.T))
+            num_steps(T, x)
+        put("h", tuple(sorted(hs, reverse=True)))
+        put("T", T)
         for k in HYPER:
             v = getattr(self, k)
             if callable(self.optimizer):
@@ -119,17 +157,24 @@ class SweepConfig:
                     raise ValueError(f"{k}={v!r} is given with an optimizer factory, whose "
                                      "hyperparameters are its own: leave it unset")
             else:
-                put(k, float(DEFAULT_HYPER[k] if v is None else v))
+                put(k, DEFAULT_HYPER[k] if v is None else _number(k, v))
         if not callable(self.optimizer):
             check_hyperparameters(beta=self.beta, rho=self.rho, eps=self.eps)
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not
-                                            isinstance(self.batch_size, int) or
-                                            self.batch_size < 1):
-            raise ValueError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.batch_size is not None:
+            given = self.batch_size
+            try:
+                B = _number("batch size", given, integer=True)
+            except ValueError:
+                B = 0
+            if B < 1:
+                raise ValueError(f"batch size must be a positive integer, got {given!r}")
+            put("batch_size", B)
+        put("seed", _number("seed", self.seed, integer=True))
         for k in ("rtol", "atol"):
-            v = getattr(self, k)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{k} must be positive and finite, got {v!r}")
+            v = _number(k, getattr(self, k))
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{k} must be positive and finite, got {getattr(self, k)!r}")
+            put(k, v)
         for k, options in (("solver", SOLVERS), ("device", placement.DEVICES),
                            ("batching", BATCHINGS), ("history", HISTORIES)):
             if getattr(self, k) not in options:
@@ -193,8 +238,9 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     ``batching`` ("iid" or "epoch") and ``history`` ("auto", "direct" or "grouped";
     docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
     ``device``. ``progress(record)`` is called
-    after each h. Returns a :class:`bea.result.SweepResult`."""
-    cfg = SweepConfig(**config)
+    after each h. Returns a :class:`bea.result.SweepResult`. Bad input (an unknown option
+    included) raises ValueError, one line naming the value, before anything is solved."""
+    cfg = _config(config, name, progress)
     with float64():
         problem = _problem(loss, params0, data, name, cfg)
         return _run(problem, cfg, [cfg_hyper(cfg)], progress)[0]
@@ -210,14 +256,17 @@ def grid(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     ``shard_history``: also place the batch history across the devices (one large
     mini-batch problem). Returns a :class:`bea.result.GridResult` in the order of the
     row-major product of the grid (beta, rho, eps order)."""
-    cfg = SweepConfig(**config)
+    cfg = _config(config, name, progress)
     if callable(cfg.optimizer):
         raise ValueError("a grid varies beta, rho or eps of a registry optimizer; an "
                          "optimizer factory holds its own hyperparameters")
-    names = _check_grid(grid)
+    if not isinstance(shard_history, bool | np.bool_):
+        raise ValueError(f"shard_history must be True or False, got {shard_history!r}")
+    grid = _check_grid(grid)
+    names = list(grid)
     combos = []
     for vals in itertools.product(*(grid[k] for k in names)):
-        c = cfg_hyper(cfg) | {k: float(v) for k, v in zip(names, vals, strict=True)}
+        c = cfg_hyper(cfg) | dict(zip(names, vals, strict=True))
         check_hyperparameters(**c)
         combos.append(c)
     t0 = time.perf_counter()
@@ -232,18 +281,46 @@ def cfg_hyper(cfg: SweepConfig) -> dict[str, float]:
     return {k: getattr(cfg, k) for k in HYPER}
 
 
-def _check_grid(grid: Mapping[str, Sequence[float]]) -> list[str]:
+def _config(config: dict[str, Any], name: Any, progress: Any) -> SweepConfig:
+    """The :class:`SweepConfig` of ``config``, and the other arguments of :func:`sweep` and
+    :func:`grid` checked: ValueError naming an unknown option or a bad value."""
+    known = [f.name for f in dataclasses.fields(SweepConfig)]
+    for k in config:
+        if k not in known:
+            raise ValueError(f"unknown option {k!r}; choose from {', '.join(known)}")
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {name!r}")
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a function of one record or None, got "
+                         f"{progress!r}")
+    return SweepConfig(**config)
+
+
+def _check_grid(grid: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """The grid checked, its values as Python floats, in (beta, rho, eps) order; ValueError
+    naming the key or value otherwise (a single value is not a list of values)."""
+    if not isinstance(grid, Mapping):
+        raise ValueError(f"grid must map beta, rho or eps to lists of values, got {grid!r}")
     if not grid:
         raise ValueError("empty grid: give values for beta, rho or eps")
+    out = {}
     for k, vals in grid.items():
         if k not in HYPER:
             raise ValueError(f"cannot grid over {k!r}; choose from {', '.join(HYPER)}")
-        vals = list(vals)
+        try:
+            if _is_scalar(vals):
+                raise TypeError
+            vals = list(vals)
+        except TypeError:
+            raise ValueError(f"the grid's {k!r} must be a list of values, got {vals!r} "
+                             f"(write {k!r}: [{vals!r}] for one value)") from None
         if not vals:
             raise ValueError(f"no values for {k!r} in the grid")
+        vals = [_number(k, v) for v in vals]
         if len(set(vals)) < len(vals):
             raise ValueError(f"a value of {k!r} is given twice in the grid: {vals}")
-    return [k for k in HYPER if k in grid]
+        out[k] = vals
+    return {k: out[k] for k in HYPER if k in out}
 
 
 def _problem(loss, params0, data, name: str, cfg: SweepConfig) -> Problem:
@@ -258,14 +335,32 @@ def _problem(loss, params0, data, name: str, cfg: SweepConfig) -> Problem:
             raise ValueError(f"batch size {cfg.batch_size} exceeds the "
                              f"{problem.num_examples} examples of the data")
         batch = jax.tree_util.tree_map(lambda x: x[: cfg.batch_size], problem.data)
+    first = problem.data if batch is None else batch
     try:
-        check_float64_loss(problem.loss, problem.theta0, problem.data if batch is None
-                           else batch)
+        check_float64_loss(problem.loss, problem.theta0, first)
     except (TypeError, ValueError) as e:
         raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    g = _check_start(problem, first, batch is not None)
     if callable(cfg.optimizer):
-        registry.check_factory(cfg.optimizer, problem.unravel(problem.theta0))
+        registry.check_factory(cfg.optimizer, problem.unravel(problem.theta0),
+                               grad=problem.unravel(g))
     return problem
+
+
+def _check_start(problem: Problem, batch, mini: bool) -> jax.Array:
+    """The gradient at theta0, after checking that the loss and its gradient are finite
+    there (on the first batch with mini-batches): the runs use only the gradient, so a loss
+    that is NaN everywhere would otherwise give clean-looking errors and slopes."""
+    value, g = jax.value_and_grad(problem.loss)(problem.theta0, batch)
+    where = "at theta0" + (" on the first batch" if mini else "")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"the loss is {float(value)!r} {where}: a loss that is not finite "
+                         "where the runs start measures nothing")
+    bad = int(np.sum(~np.isfinite(np.asarray(g))))
+    if bad:
+        raise ValueError(f"the gradient of the loss is NaN/inf {where} in {bad} of its "
+                         f"{g.size} components")
+    return g
 
 
 def _mesh(platform: str) -> Mesh:
@@ -537,12 +632,14 @@ def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[s
     errors = {k: col(k, "error") for k in cfg.fields}
     floor = {k: col(k, "floor", bool) for k in cfg.fields}
     outside = {k: col(k, "outside", bool) for k in cfg.fields}
+    few = np.asarray([measure.too_few_steps(N) for N in cfg.N], bool)
+    few_steps = {k: few.copy() for k in cfg.fields}
     return SweepResult(
         config=cfg.to_dict() | ({} if callable(cfg.optimizer) else hyper) | schedule,
         problem=problem.name, h=h, N=np.asarray(cfg.N),
         errors=errors, solver_error={k: col(k, "solver_error") for k in cfg.fields},
         floor=floor, outside=outside,
-        slopes={k: measure.fit_slope(h, errors[k], use=~(floor[k] | outside[k]))
+        slopes={k: measure.fit_slope(h, errors[k], use=~(floor[k] | outside[k] | few))
                 for k in cfg.fields},
         local_slopes={k: np.asarray(measure.local_slopes(h, errors[k])) for k in cfg.fields},
         solver={k: tuple(p[k].solver for p in points) for k in cfg.fields},
@@ -551,4 +648,4 @@ def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[s
         diverged_at=diverged,
         ode_diverged_at={k: tuple(p[k].ode_diverged_at for p in points) for k in cfg.fields},
         seconds=seconds, devices=len(jax.devices(where.platform)), platform=where.platform,
-        placement=where.reason)
+        placement=where.reason, few_steps=few_steps)

@@ -23,12 +23,14 @@ appendix); they are accepted, and the caller chooses such a regime.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Float, PyTree
 
@@ -36,7 +38,7 @@ from bea import optimizers as _opt
 
 __all__ = ["Spec", "REGISTRY", "REFUSED", "FIELDS", "GENERIC_FIELDS", "WEIGHT_DECAY",
            "NAMES", "CLOSED_FORM", "check", "check_fields", "engine_for", "field_engine",
-           "transformation", "check_factory"]
+           "transformation", "check_factory", "check_smooth", "SmoothnessWarning"]
 
 WEIGHT_DECAY = 0.1
 """The decoupled weight decay of ``adamw`` (optax's default 1e-4 would hardly show the
@@ -206,16 +208,19 @@ def transformation(name: str | Callable, lr: Scalar, beta: Scalar = 0.9, rho: Sc
 
 
 def check_factory(factory: Callable, params: PyTree, steps: int = 3,
-                  rtol: float = 1e-9) -> None:
+                  rtol: float = 1e-9, grad: PyTree | None = None) -> None:
     """Raise ValueError (one line) unless ``factory(lr)`` is an optax transformation whose
     updates are linear in ``lr`` with nothing else depending on it: the generic engine
     needs h F_n with F_n independent of h (docs/math.md, section 5). Checked numerically on
-    ``steps`` updates of seeded pseudo-gradients at ``params``."""
+    ``steps`` updates of seeded pseudo-gradients at ``params``. The factory must also accept
+    a traced ``lr`` (one compiled program serves every h), and its update must pass
+    :func:`check_smooth` at ``grad`` (the gradient at ``params``; default a seeded
+    pseudo-gradient)."""
     try:
         opts = [factory(lr) for lr in (1.0, 0.5)]
     except Exception as e:  # noqa: BLE001 - the user's code: report, do not crash
         raise ValueError(f"the optimizer factory failed at lr=1.0: {type(e).__name__}: "
-                         f"{e}") from None
+                         f"{_first_line(e)}") from None
     for opt in opts:
         if not isinstance(opt, optax.GradientTransformation):
             raise ValueError("the optimizer factory must return an optax "
@@ -240,3 +245,228 @@ def check_factory(factory: Callable, params: PyTree, steps: int = 3,
                          f"{gap:.3g} (relative {gap / scale if scale else float('inf'):.3g}); "
                          "the generic engine needs update = lr * F_n with F_n independent of "
                          "lr (a schedule in the step count is fine, one in lr is not)")
+    _check_traced_lr(factory, params)
+    check_smooth(factory, params, grad)
+
+
+_SCHEDULES = ("build a schedule as lr times a schedule of the step count n, e.g. "
+              "lambda lr: optax.adam(lambda n: lr * optax.warmup_cosine_decay_schedule(0.0, "
+              "1.0, 5, 100)(n)): optax schedules with peak 1, scaled by lr")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0]
+
+
+def _check_traced_lr(factory: Callable, params: PyTree) -> None:
+    """Raise ValueError unless the factory builds and updates with ``lr`` a JAX tracer, as
+    the sweep calls it (h is traced: one compiled program serves every h)."""
+    def update(lr):
+        opt = factory(lr)
+        g = jax.tree_util.tree_map(jnp.ones_like, params)
+        return opt.update(g, opt.init(params), params)[0]
+
+    try:
+        jax.eval_shape(update, 1.0)
+    except Exception as e:  # noqa: BLE001 - the user's code: report, do not crash
+        raise ValueError(f"the optimizer factory fails with a traced learning rate "
+                         f"({type(e).__name__}: {_first_line(e)}): the sweep calls it with "
+                         f"lr a JAX tracer (h is traced, one program serves every h), so "
+                         f"Python control flow on lr cannot work; {_SCHEDULES}") from None
+
+
+class SmoothnessWarning(UserWarning):
+    """An optimizer factory whose update is smooth only in part of the space (a clip, max,
+    min or where that may switch, or a first step of the form g/|g|): the modified
+    equation holds only where the update is smooth."""
+
+
+_JUMPS = {"sign", "floor", "ceil", "round"}
+_KINKS = {"max", "min", "abs", "clamp", "reduce_max", "reduce_min", "argmax", "argmin",
+          "sort", "cummax", "cummin"}
+
+
+def _subjaxprs(params: dict) -> list:
+    """The programs a primitive calls, as (jaxpr, consts)."""
+    out = []
+    for v in params.values():
+        for x in (v if isinstance(v, list | tuple) else (v,)):
+            if hasattr(x, "eqns"):
+                out.append((x, ()))
+            elif hasattr(x, "jaxpr") and hasattr(x.jaxpr, "eqns"):
+                out.append((x.jaxpr, x.consts))
+    return out
+
+
+_TIES = {"max", "min", "lt", "le", "gt", "ge", "clamp"}
+
+
+def _nonsmooth(jaxpr, consts, args, tainted: Sequence[bool], found: dict[str, str],
+               ties: list | None = None):
+    """Evaluate ``jaxpr`` on ``args`` (None: scan only; tracers are fine) and return its
+    outputs (or None) and which of them depend on the tainted inputs. Records in ``found``
+    every primitive that is discontinuous ('jump') or not differentiable somewhere ('kink')
+    applied to a tainted value (a select_n: with a tainted predicate), and appends to
+    ``ties`` (name, whether its operands are equal to 1e-12 at ``args``: the update sits
+    on its switch) for every tainted max, min or comparison. Calls into sub-programs are
+    followed exactly; other control flow is scanned conservatively."""
+    taint = dict(zip(jaxpr.invars, tainted, strict=True))
+    env = {} if args is None else dict(zip(jaxpr.invars, args, strict=True))
+    env.update(zip(jaxpr.constvars, consts, strict=True))
+
+    def t(v):
+        return taint.get(v, False) if not hasattr(v, "val") else False
+
+    def read(v):
+        return v.val if hasattr(v, "val") else env[v]
+
+    for eqn in jaxpr.eqns:
+        ins = [t(v) for v in eqn.invars]
+        vals = None if args is None else [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        subs = _subjaxprs(eqn.params)
+        if len(subs) == 1 and len(subs[0][0].invars) == len(ins):
+            outvals, outs = _nonsmooth(*subs[0], vals, ins, found, ties)
+        else:
+            for sub, sub_consts in subs if any(ins) else ():
+                _nonsmooth(sub, sub_consts, None, [True] * len(sub.invars), found)
+            outs = [any(ins)] * len(eqn.outvars)
+            outvals = None
+            if vals is not None:
+                params = eqn.primitive.get_bind_params(eqn.params)
+                fun, params = params if isinstance(params, tuple) else ((), params)  # jax < 0.7
+                outvals = eqn.primitive.bind(*fun, *vals, **params)
+                outvals = outvals if eqn.primitive.multiple_results else [outvals]
+            if name == "select_n" and ins[0]:
+                found.setdefault("where", "kink")
+            elif name in _JUMPS and any(ins):
+                found[name] = "jump"
+            elif (name == "convert_element_type" and ins[0]
+                  and not jnp.issubdtype(eqn.params["new_dtype"], jnp.inexact)):
+                found["a cast to integers"] = "jump"
+            elif name in _KINKS and any(ins):
+                found.setdefault(name, "kink")
+            if (name in _TIES and any(ins) and vals is not None and len(vals) >= 2
+                    and ties is not None):
+                a, b = (jnp.asarray(x, float) for x in vals[-2:])
+                gap = jnp.abs(a - b) <= 1e-12 * jnp.maximum(jnp.abs(a), jnp.abs(b))
+                ties.append((name if name in ("max", "min") else "where", jnp.any(gap)))
+        for i, v in enumerate(eqn.outvars):
+            taint[v] = outs[i]
+            if outvals is not None:
+                env[v] = outvals[i]
+    if args is None:
+        return None, [t(v) for v in jaxpr.outvars]
+    return [read(v) for v in jaxpr.outvars], [t(v) for v in jaxpr.outvars]
+
+
+def check_smooth(factory: Callable, params: PyTree, grad: PyTree | None = None,
+                 steps: int = 4, seed: int = 0) -> None:
+    """Check, before anything is solved, that the update of ``factory(1.0)`` is smooth where
+    the run starts: the construction needs F_n of class C^2 (docs/math.md, section 5).
+
+    Probes: the update at ``grad`` (the gradient at ``params``) from the initial state, then
+    at ``steps - 1`` more gradients nearby (grad plus seeded noise of half its RMS), each
+    with its derivative along a random direction and along the gradient itself (one JVP
+    each), and its program scanned for discontinuous (sign, floor, round) and kinked (max,
+    min, abs, clip, where) operations on gradient-, parameter- or state-dependent values.
+    Raises ValueError (one line) where non-smoothness is certain: a discontinuous operation
+    (lion, sign-SGD), an update with zero derivative at every later probe while nonzero
+    (piecewise constant), or a kinked operation with the update's norm pinned at a probe
+    (clipping active: the clip switches off where the gradient shrinks, a kink the
+    construction cannot cross; adafactor). Warns (:class:`SmoothnessWarning`) where it is
+    only probable: kinked operations that are not active at the probes, or a first update
+    that is piecewise constant in the gradient (g/|g|, e.g. ``optax.adam(lr, eps=0)``)."""
+    opt = factory(1.0)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 2 * steps + len(leaves)))
+    if grad is None:
+        grad = treedef.unflatten([jax.random.normal(next(keys), jnp.shape(x),
+                                                    jnp.result_type(x)) for x in leaves])
+    g0, unravel = jax.flatten_util.ravel_pytree(grad)
+    sizes = [int(np.size(x)) for x in jax.tree_util.tree_leaves(grad)]
+    scale = float(jnp.sqrt(jnp.mean(g0 ** 2))) or 1.0
+    state = opt.init(params)
+    found: dict[str, str] = {}
+    labels: list[str] = []
+
+    @jax.jit
+    def probe(g, d, state):  # one compiled program for every probe
+        ties: list = []
+        x = unravel(g)
+        closed = jax.make_jaxpr(lambda x, s: opt.update(x, s, params)[0])(x, state)
+        _nonsmooth(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((x, state)),
+                   [jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in closed.jaxpr.invars],
+                   found, ties)
+        labels[:] = [name for name, _ in ties]
+
+        def f(x):
+            return jax.flatten_util.ravel_pytree(opt.update(unravel(x), state, params)[0])[0]
+
+        u, Jd = jax.jvp(f, (g,), (d,))
+        Jg = jax.jvp(f, (g,), (g,))[1]
+        tied = jnp.stack([t for _, t in ties]) if ties else jnp.zeros(0, bool)
+        return u, Jd, Jg, tied, opt.update(x, state, params)[1]
+
+    flat, pinned = [], None
+    for k in range(steps):
+        g = g0 if k == 0 else g0 + 0.5 * scale * jax.random.normal(next(keys), g0.shape,
+                                                                   g0.dtype)
+        d = jax.random.normal(next(keys), g0.shape, g0.dtype)
+        d = d * (jnp.linalg.norm(g) / jnp.linalg.norm(d))
+        u, Jd, Jg, tied, new_state = probe(g, d, state)
+        for name, t in zip(labels, np.asarray(tied), strict=True):
+            if t:
+                found[f"tie:{name}"] = "tie"
+        size = float(jnp.linalg.norm(u))
+        if not (size > 0 and np.isfinite(size)):
+            flat.append(False)
+            continue
+        rd, rg = float(jnp.linalg.norm(Jd)) / size, float(jnp.linalg.norm(Jg)) / size
+        flat.append(rd < 1e-12 and rg < 1e-12)
+        if rd > 1e-6 and pinned is None:
+            parts = [(u, Jd)] + list(zip(jnp.split(u, np.cumsum(sizes)[:-1]),
+                                         jnp.split(Jd, np.cumsum(sizes)[:-1]), strict=True))
+            norm_fixed = any(
+                float(jnp.linalg.norm(a)) > 0 and float(jnp.linalg.norm(b)) > 1e-6 * size
+                and abs(float(a @ b)) < 1e-10 * float(jnp.linalg.norm(a) * jnp.linalg.norm(b))
+                for a, b in parts)
+            if rg < 1e-10 or norm_fixed:
+                pinned = k
+        state = new_state
+    jumps = sorted(p for p, kind in found.items() if kind == "jump")
+    kinks = sorted(p for p, kind in found.items() if kind == "kink")
+    ties = sorted(p[4:] for p, kind in found.items() if kind == "tie")
+    if jumps:
+        raise ValueError(f"the optimizer factory's update takes {', '.join(jumps)} of a "
+                         "gradient-dependent value, which is discontinuous (like lion or "
+                         "sign-SGD); the construction needs a C^2 update")
+    if len(flat) > 1 and all(flat[1:]):
+        raise ValueError("the optimizer factory's update is piecewise constant in the "
+                         "gradient (nonzero, with zero derivative at every probe: a sign-like "
+                         "update, discontinuous where it switches); the construction needs a "
+                         "C^2 update")
+    if ties:
+        raise ValueError(f"the optimizer factory's update sits on the switch of a "
+                         f"{', '.join(ties)} at the probes (its two sides equal to 1e-12, e.g. "
+                         "adafactor's first update at its clipping threshold): not "
+                         "differentiable where the run starts; the construction needs a C^2 "
+                         "update")
+    if kinks and pinned is not None:
+        raise ValueError(f"clipping is active where the run starts: the update's norm does "
+                         f"not change with the gradient (probe {pinned}) and the update takes "
+                         f"{', '.join(kinks)} of gradient-dependent values; it switches off "
+                         "where the gradient shrinks, a kink the construction cannot cross "
+                         "(it needs a C^2 update): raise the threshold above the run's "
+                         "gradients or drop the clipping")
+    if kinks:
+        warnings.warn(f"the optimizer factory's update takes {', '.join(kinks)} of "
+                      "gradient-dependent values (a clip, max or where), inactive at the "
+                      "start: the modified equation holds only where the update is smooth, "
+                      "i.e. while none of them switches", SmoothnessWarning, stacklevel=3)
+    if flat and flat[0]:
+        warnings.warn("the optimizer factory's first update is piecewise constant in the "
+                      "gradient (g/|g|, e.g. eps = 0 outside a square root): the fields are "
+                      "singular where a gradient or second-moment component is 0; the "
+                      "modified equation holds only away from there", SmoothnessWarning,
+                      stacklevel=3)

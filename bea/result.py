@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bea._io import read_json, write_atomic, write_json
+from bea.measure import MIN_STEPS
 
 __all__ = ["SweepResult", "GridResult"]
 
@@ -32,8 +33,9 @@ class SweepResult:
     coarsest first; NaN where the discrete run diverged), ``floor`` (True where the error
     is within 10x of the solver error or the round-off floor), ``outside`` (True where the
     error is as large as the distance the modified flow travels: the expansion explains
-    nothing there), ``slopes`` (least-squares slope of log error on log h over the points
-    neither at the floor nor outside),
+    nothing there), ``few_steps`` (True where N is below :data:`bea.measure.MIN_STEPS`: too
+    few steps to show an order), ``slopes`` (least-squares slope of log error on log h over
+    the points carrying none of these flags),
     ``local_slopes`` (between neighbouring h), and per h the ``solver`` ('fixed' or
     'adaptive'), its ``tableau`` and how its error was measured (``estimate``: 'embedded',
     'halving' or 'refined'). ``diverged_at`` maps an h whose discrete run produced NaN/inf
@@ -60,6 +62,12 @@ class SweepResult:
     devices: int
     platform: str
     placement: str = ""
+    few_steps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.few_steps:  # built without the flag (or read from an older file)
+            object.__setattr__(self, "few_steps", {k: np.zeros(len(self.h), bool)
+                                                   for k in self.errors})
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -91,7 +99,9 @@ class SweepResult:
                    diverged_at={float(h): int(n) for h, n in d["diverged_at"].items()},
                    ode_diverged_at={f: tuple(v) for f, v in d["ode_diverged_at"].items()},
                    seconds=float(d["seconds"]), devices=int(d["devices"]),
-                   platform=d["platform"], placement=d.get("placement", ""))
+                   platform=d["platform"], placement=d.get("placement", ""),
+                   few_steps={f: np.asarray(v, bool)
+                              for f, v in d.get("few_steps", {}).items()})
 
     @classmethod
     def load(cls, path: str) -> SweepResult:
@@ -101,30 +111,43 @@ class SweepResult:
         return cls.from_dict(read_json(path))
 
     def csv(self) -> str:
-        """One row per h: h, N, then per field its error, floor flag and solver error."""
+        """One row per h: h, N, then per field its error, floor flag and solver error, then
+        per field its outside and few-steps flags."""
         buf = io.StringIO()
         w = csv.writer(buf)
         fields = self.fields
         w.writerow(["h", "N"] + [f"error_{k}" for k in fields] + [f"floor_{k}" for k in fields]
-                   + [f"solver_error_{k}" for k in fields])
+                   + [f"solver_error_{k}" for k in fields] + [f"outside_{k}" for k in fields]
+                   + [f"few_steps_{k}" for k in fields])
         for i, h in enumerate(self.h):
             w.writerow([repr(float(h)), int(self.N[i])]
                        + [repr(float(self.errors[k][i])) for k in fields]
                        + [bool(self.floor[k][i]) for k in fields]
-                       + [repr(float(self.solver_error[k][i])) for k in fields])
+                       + [repr(float(self.solver_error[k][i])) for k in fields]
+                       + [bool(self.outside[k][i]) for k in fields]
+                       + [bool(self.few_steps[k][i]) for k in fields])
         return buf.getvalue()
 
+    def mark(self, field: str, i: int) -> str:
+        """The table's mark of point ``i`` of ``field``: '*' at the floor, '!' outside the
+        expansion, '<' too few steps, ' ' fitted (the first that applies)."""
+        return ("*" if self.floor[field][i] else "!" if self.outside[field][i] else
+                "<" if self.few_steps[field][i] else " ")
+
     def table(self) -> str:
-        """The printed table: errors per h and field (* at the floor), local slopes beside
-        them, the fitted slopes, and a line per diverged run."""
+        """The printed table: errors per h and field with their marks (:meth:`mark`), local
+        slopes beside them, the fitted slopes, a legend line for each mark that appears, and
+        a line per diverged run."""
         fields = self.fields
+        shown = set()
         head = f"{'h':>10} {'N':>7} " + " ".join(f"{k:>12}" for k in fields)
         lines = [head + " | local slope " + " ".join(f"{k:>11}" for k in fields)]
         for i, h in enumerate(self.h):
             errs = []
             for k in fields:
                 e = self.errors[k][i]
-                mark = "*" if self.floor[k][i] else "!" if self.outside[k][i] else " "
+                mark = self.mark(k, i) if np.isfinite(e) else " "
+                shown.add(mark)
                 nan = "diverged" if h in self.diverged_at else "field NaN"
                 errs.append(f"{e:11.3e}{mark}" if np.isfinite(e) else f"{nan:>12}")
             loc = []
@@ -136,11 +159,14 @@ class SweepResult:
         lines.append("fitted slope " + "  ".join(
             f"{k}: {self.slopes[k]:.3f}" if np.isfinite(self.slopes[k]) else
             f"{k}: - (fewer than two usable points)" for k in fields))
-        if any(np.any(f) for f in self.floor.values()):
+        if "*" in shown:
             lines.append("* at the solver/round-off floor: left out of the fit")
-        if any(np.any(f) for f in self.outside.values()):
+        if "!" in shown:
             lines.append("! as large as the motion it describes (the run left the range of "
                          "the expansion): left out of the fit")
+        if "<" in shown:
+            lines.append(f"< fewer than {MIN_STEPS} steps, too few to show the order: left "
+                         "out of the fit")
         for h, step in self.diverged_at.items():
             lines.append(f"h={h:g}: the discrete run diverged (NaN/inf) at step {step}")
         for k in fields:
@@ -158,7 +184,7 @@ class SweepResult:
         return f"{c['optimizer']} on {self.problem} ({batch}), {hyper}, T={c['T']}"
 
     def plot(self, ax=None):
-        """Errors against h on log-log axes, a line per field (x: at the floor), with
+        """Errors against h on log-log axes, a line per field (x: left out of the fit), with
         reference slopes 1 and 2; returns the axes."""
         import matplotlib.pyplot as plt
 
@@ -171,7 +197,7 @@ class SweepResult:
             if ok.any():
                 ax.loglog(h[ok], e[ok], "o-", label=f"{k} (slope {self.slopes[k]:.2f})")
                 top.append(float(e[ok].max()))
-                at = ok & self.floor[k]
+                at = ok & (self.floor[k] | self.outside[k] | self.few_steps[k])
                 if at.any():
                     ax.loglog(h[at], e[at], "kx", ms=10)
         if top:
@@ -186,7 +212,9 @@ class SweepResult:
 
     def save(self, directory: str, *, plot: bool = False) -> list[str]:
         """Write ``convergence.json`` and ``convergence.csv`` (and ``convergence.png`` if
-        ``plot``) into ``directory``, atomically; returns the paths."""
+        ``plot``) into ``directory``, atomically; returns the paths. ValueError naming the
+        path, and nothing written, if ``directory`` (or a folder above it) is a file."""
+        check_directory(directory)
         paths = [os.path.join(directory, f"convergence.{x}") for x in ("json", "csv")]
         write_json(paths[0], self.to_dict())
         write_atomic(paths[1], self.csv())
@@ -194,6 +222,21 @@ class SweepResult:
             paths.append(os.path.join(directory, "convergence.png"))
             _save_figure(lambda ax: self.plot(ax), paths[-1], (5.5, 4.2))
         return paths
+
+
+def check_directory(directory: str | os.PathLike) -> None:
+    """Raise ValueError (one line naming the path) unless results can be saved in
+    ``directory``: it is a directory, or can be created (nothing above it is a file)."""
+    if not isinstance(directory, str | os.PathLike) or not os.fspath(directory):
+        raise ValueError(f"directory must be a path, got {directory!r}")
+    here = os.path.abspath(os.fspath(directory))
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        what = "is a file" if here == os.path.abspath(os.fspath(directory)) else (
+            f"lies under {here!r}, a file")
+        raise ValueError(f"cannot save into {os.fspath(directory)!r}: it {what}, not a "
+                         "directory")
 
 
 def _save_figure(draw, path: str, size, ncols: int = 1) -> None:
@@ -277,6 +320,8 @@ class GridResult:
         names = [member_name(c, self.names) for c in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"two grid members share a name: {names}")
+        for name in names:  # every member's directory, before anything is written
+            check_directory(os.path.join(directory, name))
         paths = []
         for name, r in zip(names, self.results, strict=True):
             paths += r.save(os.path.join(directory, name))

@@ -236,6 +236,26 @@ def test_grid_refuses_bad_grids():
     with pytest.raises(ValueError, match="optimizer factory"):
         bea.grid(PROB.loss, PROB.theta0, PROB.data, grid={"beta": [0.5]}, h=HS, T=1.0,
                  optimizer=lambda lr: optax.sgd(lr))
+    # issue 23: a scalar for a list raised TypeError; a grid that is not a mapping, a value
+    # that is not a number and an unknown option are named in one line too
+    for kw, match in ((dict(grid={"beta": 0.5}), "'beta' must be a list of values, got 0.5"),
+                      (dict(grid={"rho": np.float32(0.7)}), "'rho' must be a list"),
+                      (dict(grid="beta"), "grid must map"),
+                      (dict(grid={"eps": ["a"]}), "eps must be a real number, got 'a'"),
+                      (dict(grid={"beta": [0.5]}, betas=0.5), "unknown option 'betas'"),
+                      (dict(grid={"beta": [0.5]}, shard_history="yes"), "shard_history")):
+        with pytest.raises(ValueError, match=match) as e:
+            bea.grid(PROB.loss, PROB.theta0, PROB.data, **(dict(h=HS, T=1.0) | kw))
+        assert "\n" not in str(e.value)
+
+
+def test_grid_values_may_be_numpy():
+    """float32 values are read as the decimals they show, so member names stay 0.5, 0.7."""
+    from bea.convergence import _check_grid
+
+    got = _check_grid({"rho": np.array([0.9, 0.7], np.float32), "beta": [np.float64(0.5)]})
+    assert got == {"beta": [0.5], "rho": [0.9, 0.7]} and list(got) == ["beta", "rho"]
+    assert all(type(v) is float for v in got["rho"])
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -252,11 +272,32 @@ def test_grid_refuses_bad_grids():
     (dict(fields=["limit"], batch_size=4), "limit"), (dict(batch_size=0), "batch size"),
     (dict(solver="rk4"), "rk4"), (dict(rtol=float("nan")), "rtol"), (dict(atol=-1.0), "atol"),
     (dict(optimizer=lambda lr: optax.sgd(lr), beta=0.5), "beta=0.5"),
+    (dict(T="1"), "T must be a real number, got '1'"), (dict(h="0.1"), "got '0.1'"),
+    (dict(h=None), "h must be a step size or a list"), (dict(seed=1.5), "seed must be an"),
+    (dict(batch_size=np.float64(4.0)), "got np.float64(4.0)"),
+    (dict(batch_size=True), "got True"), (dict(beta=np.array([0.5])), "beta must be a real"),
 ])
 def test_config_names_the_offending_value(kw, needle):
     with pytest.raises(ValueError) as e:
         SweepConfig(**({"T": 1.0} | kw))
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_numpy_scalars_are_numbers():
+    """Issue 23: T=np.float32(0.2) was refused as 'must be positive and finite'. Numpy
+    scalars and 0-d arrays are accepted wherever Python numbers are, float32 ones read as
+    the decimal they show (np.float32(0.2) -> 0.2, so T/h stays an integer)."""
+    c = SweepConfig(h=np.array([0.02, 0.01, 0.04], np.float32), T=np.float32(0.2),
+                    beta=np.float32(0.9), rho=np.array(0.999), eps=np.float64(1e-8),
+                    batch_size=np.int64(4), seed=np.int32(3), rtol=np.float32(1e-12),
+                    atol=jnp.asarray(1e-14))
+    assert c.h == (0.04, 0.02, 0.01) and c.T == 0.2 and c.N == (5, 10, 20)
+    assert (c.beta, c.rho, c.eps, c.rtol, c.atol) == (0.9, 0.999, 1e-8, 1e-12, 1e-14)
+    assert c.batch_size == 4 and c.seed == 3
+    assert all(type(v) is float for v in (*c.h, c.T, c.beta, c.rho, c.eps, c.rtol, c.atol))
+    assert type(c.batch_size) is int and type(c.seed) is int
+    assert SweepConfig(h=np.float32(0.1), T=np.int64(1)).h == (0.1,)
+    json.dumps(c.to_dict())  # plain Python numbers: the result JSON writes them
 
 
 def test_config_is_normalised():
@@ -368,3 +409,62 @@ def test_sweep_leaves_the_float_setting_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert out.stdout.split() == ["False", "float64"]
+
+
+# --- issue 23: successes that were wrong or misleading --------------------------------------
+
+def test_too_few_steps_are_flagged_and_not_fitted():
+    """--h 0.1 0.05 0.025 --T 0.1 fitted N = 1, 2, 4 (local slopes -19, fitted -9.9, no
+    flag). Points with N < 8 (bea.measure.MIN_STEPS) are flagged '<' and left out of the
+    fit: here the fit is the local slope of the two points with N >= 8."""
+    r = run_sweep(PROB, optimizer="gd", h=[0.01, 0.005, 0.0025], T=0.04, fields=["order1"])
+    assert list(r.N) == [4, 8, 16]
+    np.testing.assert_array_equal(r.few_steps["order1"], [True, False, False])
+    assert r.slopes["order1"] == pytest.approx(r.local_slopes["order1"][-1], rel=1e-12)
+    t = r.table()
+    assert "< fewer than 8 steps" in t and "<" in t.splitlines()[1]
+
+
+def test_exact_zero_errors_are_at_round_off():
+    """A loss with zero gradient: the paths never move and agree exactly; the errors of 0
+    were marked '!' (as large as the motion); they are at round-off ('*')."""
+    r = bea.sweep(lambda p, b: 0.0 * jnp.sum(p**2), jnp.ones(2), None, optimizer="gd",
+                  h=[0.02, 0.01], T=0.16)
+    for k in r.fields:
+        assert np.all(r.errors[k] == 0) and r.floor[k].all() and not r.outside[k].any()
+    t = r.table()
+    assert "* at the solver/round-off floor" in t and "! as large" not in t
+
+
+def test_a_loss_not_finite_at_theta0_is_refused():
+    """Only the gradient drives the runs, so a loss that is NaN everywhere gave clean
+    errors; the loss and its gradient are checked at theta0 before anything is solved."""
+    for loss, needle in ((lambda p, b: jnp.sum(p**2) + jnp.nan, "the loss is nan at theta0"),
+                         (lambda p, b: jnp.sum(jnp.sqrt(jnp.abs(p))),
+                          "NaN/inf at theta0 in 1 of its 3 components")):
+        with pytest.raises(ValueError, match=needle) as e:
+            bea.sweep(loss, jnp.array([1.0, 0.0, 2.0]), None, optimizer="gd", h=[0.01],
+                      T=0.08)
+        assert "\n" not in str(e.value)
+    q = make_problem("quadratic", seed=0)
+    with pytest.raises(ValueError, match="on the first batch"):
+        bea.sweep(lambda p, b: q.loss(p, b) * jnp.inf, q.theta0, q.data, optimizer="gd",
+                  h=[0.01], T=0.08, batch_size=8)
+
+
+@pytest.mark.parametrize("factory, needle", [
+    (lambda lr: optax.lion(lr), "takes sign"),
+    (lambda lr: optax.adafactor(lr), "switch of a max"),
+    (lambda lr: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(lr)),
+     "clipping is active"),
+    (lambda lr: optax.adam(optax.warmup_cosine_decay_schedule(0.0, lr, 5, 100)),
+     "traced learning rate"),
+])
+def test_non_smooth_factories_are_refused_before_solving(factory, needle):
+    """Refused by name on the command line, these ran through the API (lion 124 s to NaN,
+    adafactor 253 s to a NaN order1, clipping to ordinary-looking slopes, a schedule in lr
+    to a raw TracerBoolConversionError); now one line, before anything is compiled."""
+    d0 = _programs.discrete._cache_size()
+    with pytest.raises(ValueError, match=needle) as e:
+        bea.sweep(PROB.loss, PROB.theta0, PROB.data, optimizer=factory, h=[0.01], T=0.08)
+    assert "\n" not in str(e.value) and _programs.discrete._cache_size() == d0

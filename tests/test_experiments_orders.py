@@ -19,7 +19,7 @@ def test_every_sweep_is_a_valid_command(sweep):
 
 
 def test_report_rewrites_only_the_generated_section(tmp_path):
-    r = run_sweep(bilinear(), optimizer="gd", h=[0.02, 0.01], T=0.1)
+    r = run_sweep(bilinear(), optimizer="gd", h=[0.02, 0.01], T=0.2)  # N >= 8: fitted
     r.save(str(tmp_path / "results" / "logistic_gd"))
     doc = tmp_path / "orders.md"
     doc.write_text(f"# Title\n\nbefore\n{orders.BEGIN}\nstale\n{orders.END}\nafter\n")

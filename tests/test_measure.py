@@ -53,3 +53,18 @@ def test_first_nonfinite_reports_the_step():
     assert k is not None and 0 < k <= 60
     assert np.all(np.isfinite(np.asarray(path[:k])))
     assert measure.first_nonfinite(path[:k]) is None
+
+
+def test_exact_zero_error_is_at_round_off_not_outside():
+    """Two paths equal to the last bit (a flow that does not move) are at the round-off
+    floor, never 'as large as the motion': the old rule read 0 >= 0 as outside."""
+    still = np.zeros((5, 2))
+    assert measure.at_floor(0.0, 0.0, 0.0)
+    assert not measure.outside_expansion(0.0, still)
+    assert measure.outside_expansion(1.0, still)  # a real error on a still flow still is
+    assert not measure.at_floor(1e-3, 0.0, 0.0)
+
+
+def test_too_few_steps():
+    assert [measure.too_few_steps(N) for N in (1, 2, 4, 7, 8, 64)] == [True] * 4 + [False] * 2
+    assert measure.MIN_STEPS == 8  # docs/orders.md's smallest N: its fits must not change

@@ -62,3 +62,53 @@ def test_grid_names_are_unique_and_round_trip(tmp_path):
     assert [c["name"] for c in index["combinations"]] == [a, b]
     assert (tmp_path / a / "convergence.json").exists() and (tmp_path / "grid_slopes.png").exists()
     assert "0.5000001" in g.table().splitlines()[1]  # the table does not round them alike
+
+
+def test_legend_lists_only_the_marks_shown(res):
+    """A point both at the floor and outside shows '*' only: the '!' legend must not be
+    printed for a mark no point carries; '<' (too few steps) gets its legend when shown."""
+    import dataclasses
+
+    both = {k: np.array([True, False]) for k in res.fields}
+    r = dataclasses.replace(res, floor=both, outside=both)
+    t = r.table()
+    assert "* at the solver/round-off floor" in t and "! as large" not in t
+    assert "!" not in "".join(t.splitlines()[1:3])
+    few = dataclasses.replace(res, few_steps={k: np.array([True, False]) for k in res.fields})
+    t = few.table()
+    assert "< fewer than 8 steps" in t and "* at" not in t and "<" in t.splitlines()[1]
+    plain = res.table()
+    assert not any(s in plain for s in ("* at", "! as", "< fewer"))
+
+
+def test_few_steps_round_trip_and_older_files(res, tmp_path):
+    import dataclasses
+
+    r = dataclasses.replace(res, few_steps={k: np.array([True, False]) for k in res.fields})
+    r.save(str(tmp_path))
+    back = SweepResult.load(str(tmp_path))
+    np.testing.assert_array_equal(back.few_steps["order1"], [True, False])
+    assert (tmp_path / "convergence.csv").read_text().splitlines()[0].endswith(
+        "few_steps_order0,few_steps_order1")
+    doc = json.loads((tmp_path / "convergence.json").read_text())
+    del doc["few_steps"]  # a file written before the flag existed
+    np.testing.assert_array_equal(SweepResult.from_dict(doc).few_steps["order1"],
+                                  [False, False])
+
+
+def test_save_into_a_file_names_the_path(res, tmp_path):
+    from bea.result import GridResult
+
+    f = tmp_path / "taken"
+    f.write_text("x")
+    for where in (f, f / "below"):
+        with pytest.raises(ValueError, match="cannot save into") as e:
+            res.save(str(where))
+        assert str(where) in str(e.value) and "\n" not in str(e.value)
+    g = GridResult(("beta",), [{"beta": 0.5}], [res], 0.0, 1)
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "beta=0.5").write_text("x")  # a member's directory is a file
+    with pytest.raises(ValueError, match="beta=0.5"):
+        g.save(str(tmp_path / "grid"))
+    assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == ["beta=0.5"]
+    assert f.read_text() == "x"

@@ -30,8 +30,8 @@ _PER_PROCESS = ("out", "no_progress", "distributed", "kill_at_step", "wait_at_st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bea.nn.data import DATASET_NAMES
-    from bea.nn.models import MODEL_NAMES
+    from bea.data import DATASET_NAMES
+    from bea.models import MODEL_NAMES
     from bea.nn.train import OPTIMIZERS, TrainConfig
 
     d = TrainConfig()
@@ -134,7 +134,7 @@ def _main(args, main_process: bool) -> list[dict]:
         import bea
 
         bea.enable_x64()
-    from bea.nn.data import DataError
+    from bea.data import DataError
     from bea.nn.train import (
         ConfigError,
         Interrupted,

@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 
+from bea.data import DataError, load_dataset, write_cifar_pickles
 from bea.nn import history as H
-from bea.nn.data import DataError, load_dataset, write_cifar_pickles
 from bea.nn.rundir import LOCK_NAME
 from bea.nn.train import TrainConfig, members
 from experiments import train as cli

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import bea  # noqa: F401
+from bea.data import DataError, load_dataset, write_cifar_pickles
 from bea.nn import history as H
-from bea.nn.data import DataError, load_dataset, write_cifar_pickles
 from experiments import train as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

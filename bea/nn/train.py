@@ -57,10 +57,11 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PyTree
 
+from bea.data import DATASET_NAMES, DataError, load_dataset
+from bea.models import MODEL_NAMES, make_model
 from bea.nn import history as hist
 from bea.nn import rundir
 from bea.nn.checkpoint import Checkpointer, DamagedCheckpoints
-from bea.nn.data import DATASET_NAMES, DataError, load_dataset
 from bea.nn.fullbatch import (
     Batches,
     data_mesh,
@@ -72,7 +73,6 @@ from bea.nn.fullbatch import (
     shard_batches,
 )
 from bea.nn.metrics import first_order_prediction, gradient_metrics
-from bea.nn.models import MODEL_NAMES, make_model
 from bea.nn.readout import first_crossing
 from bea.nn.rundir import RunLock
 from bea.norms import correction_coefficient

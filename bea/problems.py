@@ -26,6 +26,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
 
+from bea.data import NUM_DIGITS, digits
+from bea.models import MLP, SmoothCNN, mlp_logits
+
 __all__ = [
     "Problem",
     "bilinear",
@@ -190,86 +193,68 @@ def logistic(seed: int = 0, num_examples: int = 256, dim: int = 10, l2: float = 
 
 
 def _digits(num_examples: int | None):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    X = d.data / 16.0
-    y = d.target
+    """The first ``num_examples`` digits (:func:`bea.data.digits`), flattened to 64 pixels
+    in [0, 1], and their labels."""
+    images, y = digits()
+    X = images.reshape(len(images), -1) / 16.0
     if num_examples is not None:
         X, y = X[:num_examples], y[:num_examples]
     return X, y
 
 
+def _cross_entropy(logits, y):
+    """The mean softmax cross-entropy of ``logits`` (n, k) for integer labels ``y`` (n,)."""
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+
 def mlp(seed: int = 0, hidden: int = 16, num_examples: int | None = 512,
         centered: bool = False) -> Problem:
-    """A smooth (tanh) one-hidden-layer MLP on scikit-learn's digits (8x8 images, 10
-    classes; shipped inside scikit-learn, no download), softmax cross-entropy.
+    """A smooth (tanh) one-hidden-layer MLP (:class:`bea.models.MLP`, seeded
+    ``PRNGKey(seed)``) on scikit-learn's digits (8x8 images, 10 classes; shipped inside
+    scikit-learn, no download), softmax cross-entropy.
 
     tanh keeps every mini-batch loss C^infinity, as assumption (3) needs; the
-    parameters are flattened to one vector theta of shape (p,). Pixels lie in [0, 1];
-    ``centered=True`` maps them to [-1, 1]. In [0, 1] the weights of always-blank pixels
-    have gradients identically 0, where eps-outside updates g/(sqrt(nu) + eps) are not
-    differentiable (docs/math.md, section 5), so the generic engine needs the centred data."""
+    parameters (the model's dict W1, b1, W2, b2) are flattened to one vector theta of shape
+    (p,). Pixels lie in [0, 1]; ``centered=True`` maps them to [-1, 1]. In [0, 1] the
+    weights of always-blank pixels have gradients identically 0, where eps-outside updates
+    g/(sqrt(nu) + eps) are not differentiable (docs/math.md, section 5), so the generic
+    engine needs the centred data."""
     X, y = _digits(num_examples)
     if centered:
         X = 2 * X - 1
-    d_in, d_out = X.shape[1], 10
-    key1, key2 = jax.random.split(jax.random.PRNGKey(seed))
-    params = {
-        "W1": jax.random.normal(key1, (d_in, hidden)) / np.sqrt(d_in),
-        "b1": jnp.zeros(hidden),
-        "W2": jax.random.normal(key2, (hidden, d_out)) / np.sqrt(hidden),
-        "b2": jnp.zeros(d_out),
-    }
+    model = MLP(X.shape[1], hidden, 10, key=jax.random.PRNGKey(seed))
     data = {"x": jnp.asarray(X), "y": jnp.asarray(y, dtype=jnp.int32)}
-    return as_problem(_mlp_loss, params, data, name="mlp")
+    return as_problem(_mlp_loss, model.params, data, name="mlp")
 
 
 def _mlp_loss(p, batch):
-    logits = jnp.tanh(batch["x"] @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
+    return _cross_entropy(mlp_logits(p, batch["x"]), batch["y"])
 
 
 def cnn(seed: int = 0, num_examples: int | None = 512, channels: tuple[int, int] = (8, 16),
         hidden: int = 32) -> Problem:
-    """A small smooth convolutional network on scikit-learn's digits (8x8 images, 10
-    classes), softmax cross-entropy, built with equinox:
+    """A small smooth convolutional network (:class:`bea.models.SmoothCNN`, float64, seeded
+    ``PRNGKey(seed)``) on scikit-learn's digits (8x8 images, 10 classes), softmax
+    cross-entropy:
 
         conv 3x3 stride 2 (1 -> c1) -> tanh -> conv 3x3 stride 2 (c1 -> c2) -> tanh
         -> flatten (c2 x 2 x 2) -> linear (-> hidden) -> tanh -> linear (-> 10)
 
     Strided convolutions instead of pooling and tanh throughout keep every mini-batch loss
     C^infinity (assumption (3) needs C^4: no ReLU, no max-pool; docs/math.md, section 6). With the
-    defaults p = 3658. The parameters (equinox's arrays, ``eqx.partition``) are flattened to
-    one vector theta with ``ravel_pytree``, like the other problems; float64, seeded."""
-    import equinox as eqx
-
+    defaults p = 3658. The model's arrays are flattened to one vector theta with
+    ``ravel_pytree``, like the other problems; ``unravel`` gives the model back."""
     X, y = _digits(num_examples)
-    c1, c2 = channels
-    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
-    net = [
-        eqx.nn.Conv2d(1, c1, 3, stride=2, padding=1, key=k1, dtype=jnp.float64),
-        eqx.nn.Conv2d(c1, c2, 3, stride=2, padding=1, key=k2, dtype=jnp.float64),
-        eqx.nn.Linear(c2 * 2 * 2, hidden, key=k3, dtype=jnp.float64),
-        eqx.nn.Linear(hidden, 10, key=k4, dtype=jnp.float64),
-    ]
-    params, static = eqx.partition(net, eqx.is_array)
-    theta0, unravel = ravel_pytree(params)
-
-    def logits_one(layers, x):  # x: (64,) pixels of one image
-        conv1, conv2, lin1, lin2 = layers
-        z = jnp.tanh(conv1(x.reshape(1, 8, 8)))  # (c1, 4, 4)
-        z = jnp.tanh(conv2(z))  # (c2, 2, 2)
-        return lin2(jnp.tanh(lin1(z.reshape(-1))))
-
-    def loss(theta, batch):
-        layers = eqx.combine(unravel(theta), static)
-        logp = jax.nn.log_softmax(jax.vmap(lambda x: logits_one(layers, x))(batch["x"]))
-        return -jnp.mean(jnp.take_along_axis(logp, batch["y"][:, None], axis=1))
-
+    model = SmoothCNN(1, 8, 10, channels, hidden, key=jax.random.PRNGKey(seed),
+                      dtype=jnp.float64)
     data = {"x": jnp.asarray(X), "y": jnp.asarray(y, dtype=jnp.int32)}
-    return Problem("cnn", loss, theta0, data, len(y))
+    return as_problem(_classifier_loss, model, data, name="cnn")
+
+
+def _classifier_loss(model, batch):
+    """The mean cross-entropy of a :mod:`bea.models` network (one example -> logits)."""
+    return _cross_entropy(jax.vmap(model)(batch["x"]), batch["y"])
 
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {
@@ -280,7 +265,7 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
     "cnn": cnn,
     "mlp_centered": lambda seed=0, **kw: mlp(seed=seed, centered=True, **kw),
 }
-_DIGITS = 1797  # scikit-learn's digits: the most examples mlp, mlp_centered and cnn can take
+_DIGITS = NUM_DIGITS  # the most examples mlp, mlp_centered and cnn can take
 
 
 def make_problem(name: str, seed: int = 0, num_examples: int | None = None) -> Problem:

@@ -92,3 +92,30 @@ def enable_compile_cache(max_bytes: int = 2 << 30) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.config.update("jax_compilation_cache_max_size", max_bytes)
+
+
+def numbers(text: str) -> list[float]:
+    """An argparse type: comma-separated numbers (``"0.1,0.03"``), each read by
+    :func:`number`; at least one."""
+    vals = [number(v.strip()) for v in text.split(",") if v.strip()]
+    if not vals:
+        raise argparse.ArgumentTypeError(f"{text!r} holds no number")
+    return vals
+
+
+def key_values(keys: tuple[str, ...]):
+    """An argparse type for ``KEY=V1,V2,...`` with KEY in ``keys``: (KEY, (V1, V2, ...)),
+    the values read by :func:`numbers` and distinct."""
+
+    def parse(text: str) -> tuple[str, tuple[float, ...]]:
+        key, sep, values = text.partition("=")
+        key = key.strip()
+        if not sep or key not in keys:
+            raise argparse.ArgumentTypeError(f"must be KEY=V1,V2,... with KEY in "
+                                             f"{', '.join(keys)}, got {text!r}")
+        vals = numbers(values)
+        if len(set(vals)) != len(vals):
+            raise argparse.ArgumentTypeError(f"values repeat in {text!r}")
+        return key, tuple(vals)
+
+    return parse

@@ -31,6 +31,7 @@ whose runs differ in anything but x.
 
 from __future__ import annotations
 
+import argparse
 import io
 import math
 import os
@@ -39,6 +40,7 @@ import numpy as np
 
 from bea._io import write_atomic, write_json
 from experiments._cli import Parser, check_out_dir, fail, integer, number
+from experiments._cli import numbers as number_list
 
 PROG = "experiments.figures"
 FIGURES = ("3", "4", "5", "6", "7", "8", "mechanism")
@@ -518,9 +520,9 @@ def table(numbers: dict) -> str:
 
 def _floats(text: str) -> list[float]:
     try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise FigureError(f"--thresholds must be numbers, got {text!r}") from None
+        vals = number_list(text)
+    except argparse.ArgumentTypeError as e:
+        raise FigureError(f"--thresholds must be numbers: {e}") from None
     if not vals or not all(v > 0 and math.isfinite(v) for v in vals):
         raise FigureError(f"--thresholds must be positive numbers, got {text!r}")
     return vals

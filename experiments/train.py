@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 
-from experiments._cli import Parser, check_out_dir, fail, integer, number
+from experiments._cli import Parser, check_out_dir, fail, integer, key_values, number
 
 PROG = "experiments.train"
 # flags that may differ between the processes of one run (process 0's --out is the run's)
@@ -30,9 +30,9 @@ _PER_PROCESS = ("out", "no_progress", "distributed", "kill_at_step", "wait_at_st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bea.nn.data import DATASET_NAMES
-    from bea.nn.models import MODEL_NAMES
-    from bea.nn.train import OPTIMIZERS, TrainConfig
+    from bea.data import DATASET_NAMES
+    from bea.models import MODEL_NAMES
+    from bea.nn.train import OPTIMIZERS, SWEEP_KEYS, TrainConfig
 
     d = TrainConfig()
     p = Parser(prog=PROG, description=__doc__.split("\n")[0],
@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=integer, default=None,
                    help="keep only the first N test examples (at most the data set's)")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=d.optimizer,
-                   help="an Adam variant, or modified_gd: gradient descent on the modified "
-                        "loss E + c ||grad E||_{1,eps} of eq. (8), c = c(h, beta, rho)")
+                   help="an optimizer of bea.optimizer_registry (adam: Definition 3.1), or "
+                        "modified_gd: gradient descent on the modified loss "
+                        "E + c ||grad E||_{1,eps} of eq. (8), c = c(h, beta, rho)")
     p.add_argument("--gd-lr", type=number, default=None,
                    help="modified_gd only: the GD step size (default: --h; c always uses --h)")
     p.add_argument("--h", type=number, default=d.h, help="learning rate")
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=integer, default=d.checkpoint_every)
     p.add_argument("--write-every", type=integer, default=d.write_every,
                    help="rewrite history.csv every N steps")
-    p.add_argument("--sweep", default=None, help="KEY=V1,V2,... with KEY in h, beta, rho, eps")
+    p.add_argument("--sweep", type=key_values(SWEEP_KEYS), default=None,
+                   help="KEY=V1,V2,... with KEY in h, beta, rho, eps")
     p.add_argument("--sweep-mode", choices=("vmap", "sequential"), default=d.sweep_mode,
                    help="vmap: members in one compiled program (memory x members); "
                         "sequential: one at a time (faster per member on CPU)")
@@ -134,7 +136,7 @@ def _main(args, main_process: bool) -> list[dict]:
         import bea
 
         bea.enable_x64()
-    from bea.nn.data import DataError
+    from bea.data import DataError
     from bea.nn.train import (
         ConfigError,
         Interrupted,
@@ -154,6 +156,7 @@ def _main(args, main_process: bool) -> list[dict]:
               and json.dumps(first[k]) != json.dumps(vars(args)[k])]
     fields = set(TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    on_step = _on_step(args, log)
     out = first["out"]
     error = None
     try:
@@ -172,8 +175,7 @@ def _main(args, main_process: bool) -> list[dict]:
                                             "says why)")
     try:
         summaries = run(cfg, out, resume=args.resume, progress=not args.no_progress,
-                        kill_at_step=args.kill_at_step, wait_at_step=args.wait_at_step,
-                        log=log)
+                        on_step=on_step, log=log)
     except (ConfigError, DataError) as e:
         fail(PROG, str(e))
     except Interrupted as e:
@@ -186,6 +188,29 @@ def _main(args, main_process: bool) -> list[dict]:
         for line in outcome_lines(summaries, cfg):
             print(line)
     return summaries
+
+
+def _on_step(args, log):
+    """The fault injection the hidden test flags ask for, as ``bea.nn.train.run``'s
+    ``on_step`` callback (None without them): ``--kill-at-step N`` dies by SIGKILL after
+    step N (like a killed job), ``--wait-at-step N`` waits there (up to 60 s) for SIGTERM or
+    SIGINT (a signal mid-run)."""
+    if args.kill_at_step is None and args.wait_at_step is None:
+        return None
+    import os
+    import signal
+    import time
+
+    def on_step(step, stop_asked):
+        if step == args.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step == args.wait_at_step:
+            log(f"waiting at step {step} for a signal")
+            deadline = time.monotonic() + 60
+            while not stop_asked() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    return on_step
 
 
 def outcome_lines(summaries: list[dict], cfg) -> list[str]:

@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 
+from bea.data import DataError, load_dataset, write_cifar_pickles
 from bea.nn import history as H
-from bea.nn.data import DataError, load_dataset, write_cifar_pickles
 from bea.nn.rundir import LOCK_NAME
 from bea.nn.train import TrainConfig, members
 from experiments import train as cli
@@ -220,7 +220,7 @@ def test_train_size_beyond_the_data_is_refused(tmp_path, capsys):
 
 
 def test_close_sweep_values_get_distinct_round_tripping_names():
-    cfg = TrainConfig(sweep="rho=0.9999991,0.9999992", seeds=2)
+    cfg = TrainConfig(sweep=("rho", (0.9999991, 0.9999992)), seeds=2)
     names = [m["name"] for m in members(cfg)]
     assert names == ["rho=0.9999991/seed=0", "rho=0.9999991/seed=1",
                      "rho=0.9999992/seed=0", "rho=0.9999992/seed=1"]
@@ -272,7 +272,7 @@ def _fake_sweep_dir(ref_dir, d):
      "rho=0.9/config.json is not valid JSON"),
     (lambda d: os.remove(d / "sweep.json"), SWEEP, "sweep.json is missing"),
     (lambda d: None, ["--sweep", "rho=0.9,0.999"],
-     "--resume with sweep='rho=0.9,0.999' but the run in"),
+     "--resume with sweep=['rho', [0.9, 0.999]] but the run in"),
     (lambda d: None, [], "holds a sweep or seeds (sweep.json), but the command asks for a "
                          "single run"),
 ])
@@ -285,3 +285,31 @@ def test_an_inconsistent_sweep_is_refused_changing_nothing(ref, tmp_path, capsys
     err = _refused(capsys, TINY + flags + ["--resume", "--out", str(d)])
     assert needle in err, err
     assert _snapshot(d) == before
+
+
+def test_a_sweep_recorded_as_text_by_older_runs_still_matches(ref, tmp_path):
+    """Run files written before TrainConfig.sweep became (key, values) record it as text
+    ("rho=0.9,0.99"): the same sweep is accepted on --resume, another one refused."""
+    from bea.nn import rundir
+    from bea.nn import train as T
+
+    d = tmp_path / "sweep"
+    _fake_sweep_dir(ref[0], d)
+    root = H.read_json(str(d / "sweep.json"))
+    root["config"]["sweep"] = "rho=0.9,0.99"
+    H.write_json(str(d / "sweep.json"), root)
+
+    def inspect(sweep):
+        args = cli.build_parser().parse_args(TINY + ["--sweep", sweep, "--out", str(d)])
+        cfg = TrainConfig(**{k: v for k, v in vars(args).items()
+                             if k in TrainConfig.__dataclass_fields__})
+        specs = T.members(cfg)
+        several, dirs, groups = T._layout(cfg, specs, str(d))
+        return rundir.inspect(str(d), several=several, config=T._record(cfg), specs=specs,
+                              groups=groups, dirs=dirs, resume=True, resumable=T._RESUMABLE,
+                              defaults=T._record(TrainConfig()),
+                              legacy={"sweep": T._sweep_text(cfg)})
+
+    assert not inspect("rho=0.9,0.99").fresh
+    with pytest.raises(rundir.RunDirError, match="but the run in"):
+        inspect("rho=0.9,0.999")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import bea  # noqa: F401
+from bea.data import load_digits
+from bea.models import make_model
 from bea.nn import fullbatch as F
 from bea.nn import history as H
-from bea.nn.data import load_digits
-from bea.nn.models import make_model
 from bea.nn.train import TrainConfig, run
 
 
@@ -89,7 +89,7 @@ def test_logged_norms_equal_direct_computation(tmp_path):
 
 def test_batch_split_does_not_change_groupnorm_model(digits64):
     """GroupNorm normalises per example: the loss of example i is independent of the
-    physical batch it sits in (the reason BatchNorm is not used; bea.nn.models)."""
+    physical batch it sits in (the reason BatchNorm is not used; bea.models)."""
     x, y = digits64
     model = make_model("resnet_small", 1, 8, 10, jax.random.PRNGKey(2), jnp.float64)
     f = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import bea  # noqa: F401
+from bea.data import DataError, load_dataset, write_cifar_pickles
 from bea.nn import history as H
-from bea.nn.data import DataError, load_dataset, write_cifar_pickles
 from experiments import train as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,6 +156,66 @@ def test_seed_member_is_the_single_run_with_that_seed(tmp_path):
     assert abs(s3[0]["train_loss"] - s4[0]["train_loss"]) > 1e-3
 
 
+def test_the_network_as_a_problem_has_the_training_loss(tmp_path):
+    """bea.nn.train.problem: the training configuration's network and training set as a
+    sweep problem. At the initial parameters its loss and gradient are the training's
+    (fullbatch.loss_and_grad over physical batches) to round-off, and its loss is row 0
+    of the history a run writes; ``on_step`` sees every step."""
+    import equinox as eqx
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    from bea.nn import fullbatch as F
+    from bea.nn import train as T
+
+    cfg = T.TrainConfig(model="mlp", train_size=40, test_size=8, physical_batch=16,
+                        dtype="float64", max_steps=2, h=1e-2, seed=5)
+    p = T.problem(cfg)
+    data = T.load_data(cfg)
+    params, static = eqx.partition(T.init_model(cfg, data, 5), eqx.is_inexact_array)
+    theta0 = ravel_pytree(params)[0]
+    np.testing.assert_array_equal(p.theta0, theta0)
+    assert p.num_examples == 40 and p.data["x"].shape == (40, 1, 8, 8)
+    E, _, g = F.loss_and_grad(params, static, F.make_batches(data.x_train, data.y_train, 16,
+                                                              dtype=np.float64))
+    E_p, g_p = jax.value_and_grad(p.loss)(p.theta0, p.data)
+    np.testing.assert_allclose(E_p, E, rtol=1e-13)
+    np.testing.assert_allclose(g_p, ravel_pytree(g)[0], rtol=1e-11,
+                               atol=1e-15)
+    seen = []
+    T.run(cfg, str(tmp_path / "run"), progress=False, log=lambda s: None,
+          on_step=lambda step, stop_asked: seen.append((step, stop_asked())))
+    assert seen == [(1, False), (2, False)]
+    rows = H.read_history(str(tmp_path / "run" / "history.csv"))
+    assert rows[0]["train_loss"] == pytest.approx(float(E_p), rel=1e-13)
+
+
+def test_training_takes_its_optimizers_from_the_registry():
+    """Every registry optimizer by its registry name (and modified_gd); refused ones are
+    refused with the registry's reason."""
+    from bea import optimizer_registry as R
+    from bea.nn import train as T
+
+    assert T.OPTIMIZERS == (*R.NAMES, T.MODIFIED_GD)
+    with pytest.raises(T.ConfigError, match="optimizer 'lion' is refused: its update takes"):
+        T.validate(T.TrainConfig(optimizer="lion"))
+    with pytest.raises(T.ConfigError, match="unknown optimizer 'adam_no_bias_correction'"):
+        T.validate(T.TrainConfig(optimizer="adam_no_bias_correction"))
+
+
+def test_the_sweep_is_checked_by_the_api():
+    from bea.nn import train as T
+
+    for sweep, needle in [(("gamma", (0.9,)), "sweep key must be one of"),
+                          (("rho", ()), "needs at least one value"),
+                          (("rho", (0.9, 0.9)), "sweep values repeat"),
+                          ("rho=0.9", "sweep must be (key, values)"),
+                          (("rho", ("0.9",)), "sweep must be (key, values)"),
+                          (("rho", (0.9, 1.5)), "rho must lie in (0, 1), got 1.5")]:
+        with pytest.raises(T.ConfigError, match=re.escape(needle)):
+            T.validate(T.TrainConfig(sweep=sweep))
+
+
 def test_history_write_is_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "history.csv")
     row = {c: 1.0 for c in H.COLUMNS} | {"step": 0}
@@ -211,6 +271,9 @@ def test_divergence_is_detected_and_recorded(tmp_path, capsys):
     (["--eps=-1e-8"], "eps must be positive and finite, got -1e-08"),
     (["--sweep", "rho=0.9,1.5"], "rho must lie in (0, 1), got 1.5"),
     (["--sweep", "gamma=0.9"], "'gamma=0.9'"),
+    (["--sweep", "rho=0.9,abc"], "'abc' is not a number"),
+    (["--sweep", "rho=0.9,0.9"], "values repeat in 'rho=0.9,0.9'"),
+    (["--optimizer", "lion"], "invalid choice: 'lion'"),
     (["--seeds", "0"], "seeds must be >= 1, got 0"),
     (["--chunk-size", "0"], "chunk-size must be >= 1, got 0"),
     (["--steps-after-stop=-1"], "steps-after-stop must be >= 0, got -1"),
@@ -265,6 +328,15 @@ def test_vmapped_sweep_runs_on_synthetic_cifar_and_matches_single_runs(tmp_path)
             np.testing.assert_allclose(a[c], b[c], rtol=1e-9, atol=1e-14, err_msg=c)
     with pytest.raises(SystemExit):  # the directory holds a run: --resume or a new --out
         cli.main(common + ["--rho", "0.999", "--out", str(tmp_path / "single")])
+
+
+def test_problems_models_and_data_never_import_training():
+    """The import direction: the sweeps' problems, the networks and the data sit below
+    bea.nn (which uses them), never the reverse."""
+    banned = re.compile(r"^\s*(from\s+bea\.nn\b|import\s+bea\.nn\b|from\s+bea\s+import\s+.*\bnn\b)",
+                        re.M)
+    for name in ("problems.py", "models.py", "data.py"):
+        assert not banned.search(pathlib.Path(ROOT, "bea", name).read_text()), name
 
 
 def test_bea_nn_never_imports_the_ode_machinery():

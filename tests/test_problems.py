@@ -169,3 +169,30 @@ def test_cnn_problem():
     hist = epoch_batches(cnn(num_examples=64), 16, 12, seed=0)
     f = jax.jit(adam.field(p.loss, hist, 0.01, 0.9, 0.95, 1e-3))(11, p.theta0)
     assert f.shape == p.theta0.shape and bool(jnp.all(jnp.isfinite(f)))
+
+
+def test_the_problems_networks_and_data_are_the_shared_ones():
+    """One definition per network and one data module: problems.mlp and problems.cnn are
+    bea.models' MLP and SmoothCNN (the training models ``mlp`` and ``cnn_smooth``) at
+    PRNGKey(seed), on bea.data's digits scaled to [0, 1]."""
+    from bea.data import digits
+    from bea.models import MLP, SmoothCNN, make_model
+
+    images, labels = digits()
+    for build, name, cls in ((P.mlp, "mlp", MLP), (P.cnn, "cnn_smooth", SmoothCNN)):
+        p = build(seed=3, num_examples=40)
+        net = p.unravel(p.theta0)
+        model = make_model(name, 1, 8, 10, jax.random.PRNGKey(3), jnp.float64)
+        assert isinstance(model, cls)
+        want = model.params if cls is MLP else model
+        assert jax.tree_util.tree_structure(net) == jax.tree_util.tree_structure(want)
+        for a, b in zip(jax.tree_util.tree_leaves(net), jax.tree_util.tree_leaves(want),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(p.data["x"], images[:40].reshape(40, 64) / 16.0)
+        np.testing.assert_array_equal(p.data["y"], labels[:40])
+        # the model's forward pass on one example is the problem's on a batch of one
+        one = jax.tree_util.tree_map(lambda x: x[:1], p.data)
+        logits = model(jnp.asarray(one["x"][0]))
+        want_loss = -jax.nn.log_softmax(logits)[one["y"][0]]
+        np.testing.assert_allclose(p.loss(p.theta0, one), want_loss, rtol=1e-14)

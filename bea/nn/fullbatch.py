@@ -8,7 +8,7 @@ last padded with zero-weight copies), and
     grad E = (1/N) sum_b grad (sum_{i in b} w_i l_i),
 
 accumulated inside one ``lax.scan`` (compiled once, no Python loop per batch). Because
-every model normalises per example (``bea.nn.models``), this is the full-batch gradient
+every model normalises per example (``bea.models``), this is the full-batch gradient
 to round-off, whatever ``B``. The example axis of each physical batch is sharded over
 a 1-D device mesh (``data_mesh``): XLA inserts the cross-device sum, so the same code
 runs on one CPU, several GPUs or several hosts.

@@ -72,10 +72,12 @@ def _run_entries(out: str, specs: Sequence[dict]) -> list[str]:
 
 def inspect(out: str, *, several: bool, config: dict, specs: Sequence[dict],
             groups: Sequence[tuple[list[int], str]], dirs: Sequence[str], resume: bool,
-            resumable: Sequence[str], defaults: dict) -> Plan:
+            resumable: Sequence[str], defaults: dict, legacy: dict | None = None) -> Plan:
     """Check that the run ``config`` (members ``specs`` in ``dirs``, vmapped in
     ``groups`` of (member indices, checkpoint directory)) may write into ``out``; read
-    only. Raises RunDirError naming the file for everything the module docstring lists."""
+    only. Raises RunDirError naming the file for everything the module docstring lists.
+    ``legacy``: for some keys, the value an older run file records for the same setting
+    (accepted as equal)."""
     root_name = "sweep.json" if several else "config.json"
     root = os.path.join(out, root_name)
     if not os.path.isdir(out):
@@ -103,7 +105,8 @@ def inspect(out: str, *, several: bool, config: dict, specs: Sequence[dict],
     saved = _config_of(root)
     for key, value in config.items():
         old = saved.get(key, defaults[key])
-        if key not in resumable and old != value:
+        same = old == value or (legacy is not None and key in legacy and old == legacy[key])
+        if key not in resumable and not same:
             raise RunDirError(f"--resume with {key}={value!r} but the run in {out} has "
                               f"{key}={old!r} ({root}); nothing changed")
     if several:

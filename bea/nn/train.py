@@ -5,7 +5,8 @@ One step n, at parameters theta^(n):
     E, acc, g = full-batch loss, accuracy, gradient  (bea.nn.fullbatch)
     test loss and accuracy at theta^(n)
     ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|; c and E + c ||g||_{1,eps}  (bea.nn.metrics)
-    theta^(n+1) = Adam step with g  (bea.optimizers.adam, Definition 3.1 or a variant)
+    theta^(n+1) = a step of the optimizer with g  (by name from bea.optimizer_registry:
+    ``adam`` is Definition 3.1, ``adam_eps_outside`` Remark 3.2's variant, ...)
     or, for ``modified_gd``, a gradient-descent step on the modified loss of eq. (8):
     theta^(n+1) = theta^(n) - gd_lr (g + c H (g / sqrt(g^2 + eps)))   (bea.optimizers.gd)
 
@@ -31,6 +32,11 @@ member than one member alone). Run directory layout::
 Checkpoints: ``OUT/checkpoints/`` for one program, ``OUT/checkpoints-chunk{i}/`` for
 chunks, the member's own ``checkpoints/`` when sequential.
 
+The network and its data are shared with the sweeps (``bea.models``, ``bea.data``):
+:func:`problem` turns a configuration's network at its initialisation and its training set
+into a ``bea.problems.Problem`` whose loss is the training loss, so the modified flows of
+a training run come from the sweep path (``bea.sweep``) while this module knows no ODE.
+
 Resume and safety (:func:`run`): before writing, ``bea.nn.rundir.inspect`` checks that
 configuration, histories and checkpoints agree (else one-line refusal, nothing changed);
 a damaged newest checkpoint is moved aside and the previous one restored; one writer per
@@ -42,11 +48,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import numbers
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import equinox as eqx
@@ -57,12 +65,15 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PyTree
 
+from bea import optimizer_registry as registry
+from bea.data import DATASET_NAMES, DataError, Dataset, load_dataset
+from bea.models import MODEL_NAMES, make_model
 from bea.nn import history as hist
 from bea.nn import rundir
 from bea.nn.checkpoint import Checkpointer, DamagedCheckpoints
-from bea.nn.data import DATASET_NAMES, DataError, load_dataset
 from bea.nn.fullbatch import (
     Batches,
+    batch_sums,
     data_mesh,
     evaluate,
     hvp,
@@ -72,15 +83,14 @@ from bea.nn.fullbatch import (
     shard_batches,
 )
 from bea.nn.metrics import first_order_prediction, gradient_metrics
-from bea.nn.models import MODEL_NAMES, make_model
 from bea.nn.readout import first_crossing
 from bea.nn.rundir import RunLock
 from bea.norms import correction_coefficient
-from bea.optimizers import adam, check_hyperparameters, gd
+from bea.optimizers import check_hyperparameters, gd
+from bea.problems import Problem, as_problem
 from bea.result import member_name
 
 __all__ = [
-    "ADAM_VARIANTS",
     "MODIFIED_GD",
     "OPTIMIZERS",
     "SWEEP_KEYS",
@@ -88,24 +98,21 @@ __all__ = [
     "Interrupted",
     "TrainConfig",
     "HParams",
+    "OnStep",
     "validate",
-    "parse_sweep",
     "members",
+    "load_data",
+    "init_model",
+    "problem",
     "all_agree",
     "make_step",
     "run",
 ]
 
-# name -> (bias_correction, eps_inside)
-ADAM_VARIANTS = {
-    "adam": (True, True),
-    "adam_no_bias_correction": (False, True),
-    "adam_eps_outside": (True, False),
-    "adam_no_bias_correction_eps_outside": (False, False),
-}
 # gradient descent on E + c ||grad E||_{1,eps}, c = correction_coefficient(h, beta, rho)
 MODIFIED_GD = "modified_gd"
-OPTIMIZERS = (*ADAM_VARIANTS, MODIFIED_GD)
+OPTIMIZERS = (*registry.NAMES, MODIFIED_GD)
+"""Every optimizer of ``bea.optimizer_registry`` by its name there, and ``modified_gd``."""
 SWEEP_KEYS = ("h", "beta", "rho", "eps")
 # fields that may change between a run and its --resume
 _RESUMABLE = ("max_steps", "max_minutes", "checkpoint_every", "write_every")
@@ -138,7 +145,7 @@ class TrainConfig:
     physical_batch: int = 500
     checkpoint_every: int = 100
     write_every: int = 10
-    sweep: str | None = None
+    sweep: tuple[str, tuple[float, ...]] | None = None  # (key, values): ("rho", (0.99, 0.995))
     sweep_mode: str = "vmap"
     chunk_size: int | None = None
 
@@ -160,28 +167,26 @@ def _check_hparams(h, beta, rho, eps, where=""):
         raise ConfigError(f"{e}{where}") from None
 
 
-def _number(text: str) -> float:
+def _sweep(cfg: TrainConfig) -> tuple[str, tuple[float, ...]] | None:
+    """``cfg.sweep`` checked: (key, values), key in SWEEP_KEYS, values distinct, at least one.
+    (The command line parses ``KEY=V1,V2,...`` into this: ``experiments._cli.key_values``.)"""
+    if cfg.sweep is None:
+        return None
     try:
-        x = float(text)
-    except ValueError:
-        raise ConfigError(f"--sweep value {text.strip()!r} is not a number") from None
-    if math.isinf(x) and "inf" not in text.lower():
-        raise ConfigError(f"--sweep value {text.strip()!r} is beyond the float range")
-    return x
-
-
-def parse_sweep(spec: str) -> tuple[str, list[float]]:
-    """``"rho=0.99,0.995"`` -> ("rho", [0.99, 0.995])."""
-    key, sep, values = spec.partition("=")
-    key = key.strip()
-    if not sep or key not in SWEEP_KEYS:
-        raise ConfigError(f"--sweep must be KEY=V1,V2,... with KEY in {SWEEP_KEYS}, got {spec!r}")
-    vals = [_number(v) for v in values.split(",") if v.strip()]
-    if not vals:
-        raise ConfigError(f"--sweep {key}= needs at least one value")
-    if len(set(vals)) != len(vals):
-        raise ConfigError(f"--sweep values repeat: {values!r}")
-    return key, vals
+        key, values = cfg.sweep
+        if not all(isinstance(v, numbers.Real) for v in values):
+            raise TypeError
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"sweep must be (key, values) with key in {SWEEP_KEYS}, got "
+                          f"{cfg.sweep!r}") from None
+    if key not in SWEEP_KEYS:
+        raise ConfigError(f"sweep key must be one of {SWEEP_KEYS}, got {key!r}")
+    if not values:
+        raise ConfigError(f"sweep {key}= needs at least one value")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"sweep values repeat: {key}={list(values)}")
+    return key, values
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -191,6 +196,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.dataset not in DATASET_NAMES:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from "
                           f"{', '.join(DATASET_NAMES)}")
+    if cfg.optimizer in registry.REFUSED:
+        raise ConfigError(f"optimizer {cfg.optimizer!r} is refused: "
+                          f"{registry.REFUSED[cfg.optimizer]}")
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from "
                           f"{', '.join(OPTIMIZERS)}")
@@ -202,8 +210,10 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.sweep_mode not in ("vmap", "sequential"):
         raise ConfigError(f"sweep mode must be vmap or sequential, got {cfg.sweep_mode!r}")
     _check_hparams(cfg.h, cfg.beta, cfg.rho, cfg.eps)
+    sweep = _sweep(cfg)
+    where = "" if sweep is None else f" (in the sweep {sweep[0]}={','.join(map(str, sweep[1]))})"
     for m in members(cfg):
-        _check_hparams(m["h"], m["beta"], m["rho"], m["eps"], f" (in --sweep {cfg.sweep})")
+        _check_hparams(m["h"], m["beta"], m["rho"], m["eps"], where)
     if cfg.stop_loss is not None and not (cfg.stop_loss > 0 and math.isfinite(cfg.stop_loss)):
         raise ConfigError(f"stop-loss must be > 0 and finite, got {cfg.stop_loss}")
     if not 0 <= cfg.seed or cfg.seed + cfg.seeds > 2**32:
@@ -245,10 +255,11 @@ def members(cfg: TrainConfig) -> list[dict]:
     sweep) and ``name`` (its directory below OUT: ``"rho=0.99/seed=3"``, ``"rho=0.99"``
     with one seed, None for a single run)."""
     base = {"h": cfg.h, "beta": cfg.beta, "rho": cfg.rho, "eps": cfg.eps}
-    if cfg.sweep is None:
+    sweep = _sweep(cfg)
+    if sweep is None:
         configs = [dict(base, config_name=None)]
     else:
-        key, vals = parse_sweep(cfg.sweep)
+        key, vals = sweep
         configs = [dict(base, **{key: v}, config_name=member_name({key: v}, [key])) for v in vals]
     out = []
     for c in configs:
@@ -265,12 +276,11 @@ def _all_finite(tree: PyTree) -> Array:
 
 
 def _optimizer(name: str, hp: HParams) -> optax.GradientTransformation:
-    """The optax transformation of optimizer ``name`` at hyperparameters ``hp``."""
+    """The optax transformation of optimizer ``name`` at hyperparameters ``hp``: the
+    registry's (``bea.optimizer_registry.transformation``), or GD for ``modified_gd``."""
     if name == MODIFIED_GD:
         return gd(hp.gd_lr)
-    bias_correction, eps_inside = ADAM_VARIANTS[name]
-    return adam(hp.h, hp.beta, hp.rho, hp.eps, bias_correction=bias_correction,
-                eps_inside=eps_inside)
+    return registry.transformation(name, hp.h, hp.beta, hp.rho, hp.eps)
 
 
 def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members: int = 2,
@@ -321,13 +331,49 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
                    out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
-def _init_state(cfg: TrainConfig, seeds: Sequence[int], image_shape, num_classes, dtype):
+def load_data(cfg: TrainConfig) -> Dataset:
+    """The data set of ``cfg`` (``bea.data.load_dataset``) in ``cfg.dtype``, cut to its
+    first ``train_size`` / ``test_size`` examples; DataError or ConfigError (one line)."""
+    return _subset(load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype)), cfg)
+
+
+def init_model(cfg: TrainConfig, data: Dataset, seed: int) -> eqx.Module:
+    """``cfg.model`` (``bea.models.make_model``) for ``data``'s images, initialised with
+    ``PRNGKey(seed)``, parameters in ``cfg.dtype``."""
+    c, s = data.x_train.shape[1:3]
+    return make_model(cfg.model, c, s, data.num_classes, jax.random.PRNGKey(seed),
+                      jnp.dtype(cfg.dtype))
+
+
+def problem(cfg: TrainConfig, seed: int | None = None, data: Dataset | None = None) -> Problem:
+    """The network of ``cfg`` at its initialisation ``seed`` (default ``cfg.seed``) on
+    ``cfg``'s training set as a sweep problem (``bea.problems.as_problem``): E(theta, batch)
+    is the training loss, the mean cross-entropy over the batch (``bea.nn.fullbatch``'s
+    ``batch_sums``, what :func:`run` descends), theta0 the flattened initial parameters,
+    data {"x": images, "y": labels}. Floats become the default float dtype (float64 inside
+    ``bea.enable_x64``). ``data``: the loaded data set, if at hand (else loaded).
+
+    With a smooth network (``mlp``, ``cnn_smooth``) the modified flows of a training run
+    come from ``bea.sweep(problem.loss, problem.theta0, problem.data, ...)``."""
+    validate(cfg)
+    data = load_data(cfg) if data is None else data
+    model = init_model(cfg, data, cfg.seed if seed is None else seed)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def loss(p, batch):
+        y = batch["y"]
+        w = jnp.ones(y.shape, jax.tree_util.tree_leaves(p)[0].dtype)
+        return batch_sums(p, static, batch["x"], y, w)[0] / y.shape[0]
+
+    return as_problem(loss, params, {"x": data.x_train, "y": data.y_train}, name=cfg.model)
+
+
+def _init_state(cfg: TrainConfig, seeds: Sequence[int], data: Dataset):
     """Stacked (params, opt_state) of the members initialised with ``seeds`` (PRNGKey(s)
     each), and the shared static part of the model."""
     one = {}
     for s in dict.fromkeys(seeds):
-        model = make_model(cfg.model, image_shape[0], image_shape[1], num_classes,
-                           jax.random.PRNGKey(s), dtype)
+        model = init_model(cfg, data, s)
         params, static = eqx.partition(model, eqx.is_inexact_array)
         hp1 = HParams(*([1.0] * len(HParams._fields)))
         opt_state = _optimizer(cfg.optimizer, hp1._replace(beta=0.0, rho=0.5)).init(params)
@@ -362,7 +408,7 @@ class _Member:
         return os.path.join(self.dir, "history.csv")
 
     def summary(self, cfg: TrainConfig, steps_done: int, elapsed: float, devices: int) -> dict:
-        out = {"config": dataclasses.asdict(cfg), "h": self.spec["h"], "beta": self.spec["beta"],
+        out = {"config": _record(cfg), "h": self.spec["h"], "beta": self.spec["beta"],
                "rho": self.spec["rho"], "eps": self.spec["eps"], "seed": self.spec["seed"],
                "sweep_member": self.spec["config_name"], "member": self.spec["name"],
                "status": self.status, "steps_done": steps_done, "rows": len(self.rows),
@@ -429,17 +475,17 @@ def all_agree(ok: bool) -> bool:
     return bool(np.all(np.asarray(flags)))
 
 
-def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill_at_step,
-               is_main, log, step_fns, stop, on_start, wait_at_step=None):
+def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, on_step,
+               is_main, log, step_fns, stop, on_start):
     """Run the members ``specs`` together (vmapped), writing into ``dirs``. ``step_fns``
     caches the compiled step by member count across the groups of one run (the groups
     share the model structure, the data shapes and the optimizer). ``on_start`` runs
-    before this group's first write, once its checkpoint is restored."""
+    before this group's first write, once its checkpoint is restored; ``on_step`` (if
+    any) after every step's writes."""
     dtype = jnp.dtype(cfg.dtype)
     k = len(specs)
     ms = [_Member(s, d) for s, d in zip(specs, dirs, strict=True)]
-    params, opt_state, static = _init_state(cfg, [s["seed"] for s in specs],
-                                            data.x_train.shape[1:], data.num_classes, dtype)
+    params, opt_state, static = _init_state(cfg, [s["seed"] for s in specs], data)
     hp = HParams(*(np.array([s[key] for s in specs], dtype=dtype) for key in HParams._fields))
     params, opt_state, hp = replicate((params, opt_state, hp), mesh)
     nd = mesh.devices.size
@@ -525,13 +571,8 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, kill
             ckpt.save(step, (params, opt_state))
         elif step % cfg.write_every == 0:
             write_all()
-        if kill_at_step is not None and step == kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a killed job
-        if wait_at_step is not None and step == wait_at_step:  # test hook: a signal mid-run
-            log(f"waiting at step {step} for a signal")
-            deadline = time.monotonic() + 60
-            while stop.signum is None and time.monotonic() < deadline:
-                time.sleep(0.01)
+        if on_step is not None:
+            on_step(step, lambda: stop.signum is not None)
     bar.close()
     for m in ms:
         if m.status == "running":
@@ -558,18 +599,25 @@ def _layout(cfg: TrainConfig, specs: list[dict], out: str):
     return several, dirs, list(zip(groups, ckpts, strict=True))
 
 
+OnStep = Callable[[int, Callable[[], bool]], None]
+"""``on_step(step, stop_asked)``: called after every training step (``step`` steps done,
+its history and checkpoint writes made); ``stop_asked()`` is True once SIGTERM or SIGINT
+has asked the run to stop (it stops when the callback returns). For monitoring and fault
+injection (the training tests kill or signal a run at a given step through it)."""
+
+
 def run(
     cfg: TrainConfig,
     out: str,
     *,
     resume: bool = False,
     progress: bool = True,
-    kill_at_step: int | None = None,
-    wait_at_step: int | None = None,
+    on_step: OnStep | None = None,
     log=print,
 ) -> list[dict]:
     """Train ``cfg`` into directory ``out`` (see the module docstring); return the
-    per-member summaries also written to each ``config.json``.
+    per-member summaries also written to each ``config.json``. ``on_step``: see
+    :data:`OnStep`.
 
     Before writing anything: ConfigError (one line, naming the file or value) for an
     invalid configuration, a training set smaller than ``train_size``, ``out`` holding
@@ -591,11 +639,11 @@ def run(
     try:
         if is_main and os.path.isdir(out):
             RunLock.check(out)  # a live writer first: its files are in flux
-        plan = rundir.inspect(out, several=several, config=dataclasses.asdict(cfg),
+        plan = rundir.inspect(out, several=several, config=_record(cfg),
                               specs=specs, groups=groups, dirs=dirs, resume=resume,
-                              resumable=_RESUMABLE, defaults=dataclasses.asdict(TrainConfig()))
-        data = load_dataset(cfg.dataset, cfg.data_dir, np.dtype(cfg.dtype))
-        data = _subset(data, cfg)
+                              resumable=_RESUMABLE, defaults=_record(TrainConfig()),
+                              legacy={"sweep": _sweep_text(cfg)})
+        data = load_data(cfg)
         if is_main:
             lock.enter_context(RunLock(out, log))
     except (rundir.RunDirError, hist.HistoryError) as e:
@@ -616,7 +664,7 @@ def run(
 
         def on_start():
             if is_main and several and not written:
-                hist.write_json(root_file, {"config": dataclasses.asdict(cfg),
+                hist.write_json(root_file, {"config": _record(cfg),
                                             "members": [s["name"] for s in specs]})
             written.append(True)
 
@@ -625,14 +673,25 @@ def run(
             try:
                 summaries += _group_run(cfg, [specs[i] for i in group], [dirs[i] for i in group],
                                         ckpt, data, mesh, resume=resume, progress=progress,
-                                        kill_at_step=kill_at_step, wait_at_step=wait_at_step,
-                                        is_main=is_main, log=log,
+                                        on_step=on_step, is_main=is_main, log=log,
                                         step_fns=step_fns, stop=stop, on_start=on_start)
             except DamagedCheckpoints as e:
                 raise ConfigError(str(e)) from None
             except Interrupted as e:
                 raise Interrupted(e.signum, e.step, out) from None
         return summaries
+
+
+def _record(cfg: TrainConfig) -> dict:
+    """``cfg`` as its run files record it (JSON values: the sweep's tuples become lists), so
+    that a configuration compares equal to the one read back from them."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _sweep_text(cfg: TrainConfig) -> str | None:
+    """The sweep as run files before (key, values) recorded it: ``"rho=0.99,0.995"``."""
+    sweep = _sweep(cfg)
+    return None if sweep is None else f"{sweep[0]}={','.join(map(repr, sweep[1]))}"
 
 
 def _subset(data, cfg: TrainConfig):

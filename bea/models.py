@@ -1,9 +1,12 @@
-"""Equinox classifiers for the training experiments of Section 6.
+"""The one definition of every network: equinox classifiers that serve both as training
+models (:mod:`bea.nn`, Section 6) and as the sweeps' problems (:mod:`bea.problems`).
 
 The paper trains ResNet-50 and ResNet-101 on CIFAR-10/100 with full-batch Adam
-(Figures 3 to 8); the authors' code also offers a plain CNN and a ViT. All models
-here map ONE example ``(channels, height, width)`` to logits ``(num_classes,)``;
-batching is ``jax.vmap`` in the training loop.
+(Figures 3 to 8); the authors' code also offers a plain CNN and a ViT. The sweeps need
+smooth losses (assumption (3): no ReLU, no max-pool): :class:`MLP` (``bea.problems.mlp``)
+and :class:`SmoothCNN` (``bea.problems.cnn``). All models here map ONE example
+``(channels, height, width)`` (or its flattened pixels) to logits ``(num_classes,)``;
+batching is ``jax.vmap``.
 
 Normalisation under full-batch accumulation
 -------------------------------------------
@@ -29,10 +32,14 @@ from collections.abc import Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 __all__ = [
     "CNN",
+    "MLP",
+    "SmoothCNN",
+    "mlp_logits",
     "ResNet",
     "ViT",
     "MODEL_NAMES",
@@ -40,7 +47,8 @@ __all__ = [
     "cast_floating",
 ]
 
-MODEL_NAMES = ("resnet50", "resnet101", "cnn", "vit", "cnn_small", "resnet_small")
+MODEL_NAMES = ("resnet50", "resnet101", "cnn", "vit", "cnn_small", "resnet_small", "mlp",
+               "cnn_smooth")
 
 
 def _groups(channels: int, max_groups: int) -> int:
@@ -94,6 +102,73 @@ class CNN(eqx.Module):
                 x = self.pool(x)
         x = jax.nn.relu(self.dense[0](x.reshape(-1)))
         return self.dense[1](x)
+
+
+def mlp_logits(params: dict[str, Array], x: Float[Array, "... d"]) -> Float[Array, "... k"]:
+    """tanh(x W1 + b1) W2 + b2: the logits of :class:`MLP` for one example or a batch."""
+    return jnp.tanh(x @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
+
+
+class MLP(eqx.Module):
+    """A smooth (tanh) one-hidden-layer perceptron of the flattened pixels:
+    logits = tanh(x W1 + b1) W2 + b2 (:func:`mlp_logits`), ``bea.problems.mlp``'s network.
+
+    The parameters are one dict ``params`` = {W1, b1, W2, b2}, W1 of shape (d_in, hidden)
+    drawn N(0, 1/d_in), W2 (hidden, num_classes) N(0, 1/hidden), zero biases; flattened
+    (``ravel_pytree``) in the order W1, W2, b1, b2.
+    """
+
+    params: dict
+
+    def __init__(self, d_in: int, hidden: int, num_classes: int, *, key: PRNGKeyArray):
+        key1, key2 = jax.random.split(key)
+        self.params = {
+            "W1": jax.random.normal(key1, (d_in, hidden)) / np.sqrt(d_in),
+            "b1": jnp.zeros(hidden),
+            "W2": jax.random.normal(key2, (hidden, num_classes)) / np.sqrt(hidden),
+            "b2": jnp.zeros(num_classes),
+        }
+
+    def __call__(self, x: Float[Array, "..."]) -> Float[Array, " k"]:
+        return mlp_logits(self.params, x.reshape(-1))
+
+
+class SmoothCNN(eqx.Module):
+    """A small smooth convolutional network, ``bea.problems.cnn``'s network:
+
+        conv 3x3 stride 2 (c -> c1) -> tanh -> conv 3x3 stride 2 (c1 -> c2) -> tanh
+        -> flatten -> linear (-> hidden) -> tanh -> linear (-> num_classes)
+
+    Strided convolutions instead of pooling and tanh throughout keep the loss C^infinity
+    (assumption (3) needs C^4; docs/math.md, section 6). On 8x8 digits with the defaults
+    p = 3658. The input may be an image (c, s, s) or its flattened pixels.
+    """
+
+    convs: list
+    dense: list
+    shape: tuple[int, int, int] = eqx.field(static=True)
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int,
+                 channels: Sequence[int] = (8, 16), hidden: int = 32, *, key: PRNGKeyArray,
+                 dtype=None):
+        c1, c2 = channels
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        size = (image_size - 1) // 2 + 1  # after one 3x3 stride-2 convolution, padding 1
+        size = (size - 1) // 2 + 1
+        self.convs = [
+            eqx.nn.Conv2d(in_channels, c1, 3, stride=2, padding=1, key=k1, dtype=dtype),
+            eqx.nn.Conv2d(c1, c2, 3, stride=2, padding=1, key=k2, dtype=dtype),
+        ]
+        self.dense = [
+            eqx.nn.Linear(c2 * size * size, hidden, key=k3, dtype=dtype),
+            eqx.nn.Linear(hidden, num_classes, key=k4, dtype=dtype),
+        ]
+        self.shape = (in_channels, image_size, image_size)
+
+    def __call__(self, x: Float[Array, "..."]) -> Float[Array, " k"]:
+        z = jnp.tanh(self.convs[0](x.reshape(self.shape)))
+        z = jnp.tanh(self.convs[1](z))
+        return self.dense[1](jnp.tanh(self.dense[0](z.reshape(-1))))
 
 
 KERNELS = {"basic": (3, 3), "bottleneck": (1, 3, 1)}
@@ -264,6 +339,9 @@ _BUILDERS: dict[str, Callable[..., eqx.Module]] = {
     "resnet_small": lambda c, s, k, key: ResNet(
         c, k, "basic", (1, 1), (8, 16), stem_width=8, groups=4, key=key
     ),
+    # smooth: the sweeps' problems (bea.problems.mlp and bea.problems.cnn), trainable too
+    "mlp": lambda c, s, k, key: MLP(c * s * s, 16, k, key=key),
+    "cnn_smooth": lambda c, s, k, key: SmoothCNN(c, s, k, (8, 16), 32, key=key),
 }
 
 

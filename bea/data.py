@@ -1,7 +1,10 @@
-"""Image classification data for the Section 6 experiments.
+"""The one data module: image classification data for the sweeps' problems
+(:mod:`bea.problems`) and the training experiments of Section 6 (:mod:`bea.nn`).
 
 * ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, shipped with
-  scikit-learn, no download), split 1297 train / 500 test with a fixed permutation.
+  scikit-learn, no download). :func:`digits` gives them as they ship (pixels 0..16, the
+  problems' source); :func:`load_digits` splits them 1297 train / 500 test with a fixed
+  permutation and standardises them (training).
 * ``cifar10`` / ``cifar100``: read from a local directory in the standard python-pickle
   layout of https://www.cs.toronto.edu/~kriz/cifar.html::
 
@@ -28,6 +31,8 @@ __all__ = [
     "CIFAR_FILES",
     "cifar_files",
     "load_dataset",
+    "digits",
+    "NUM_DIGITS",
     "load_digits",
     "load_cifar",
     "write_cifar_pickles",
@@ -67,13 +72,25 @@ def _standardise(x_train, x_test, dtype):
     return ((x_train - mean) / std).astype(dtype), ((x_test - mean) / std).astype(dtype)
 
 
-def load_digits(dtype=np.float32, test_size: int = 500) -> Dataset:
-    """scikit-learn's digits as 1x8x8 images, fixed split (seed 0)."""
+NUM_DIGITS = 1797
+"""The number of examples in scikit-learn's digits."""
+
+
+def digits() -> tuple[Float[np.ndarray, "1797 8 8"], Int[np.ndarray, " 1797"]]:
+    """scikit-learn's digits as they ship: images (1797, 8, 8), float64 pixels in
+    0..16, and their labels 0..9, in scikit-learn's order."""
     from sklearn.datasets import load_digits as _load
 
     d = _load()
-    x = d.images[:, None, :, :]
-    y = d.target.astype(np.int32)
+    return d.images, d.target
+
+
+def load_digits(dtype=np.float32, test_size: int = 500) -> Dataset:
+    """scikit-learn's digits (:func:`digits`) as 1x8x8 images, fixed split (seed 0),
+    standardised with the training set's mean and standard deviation."""
+    images, target = digits()
+    x = images[:, None, :, :]
+    y = target.astype(np.int32)
     perm = np.random.default_rng(0).permutation(len(y))
     test, train = perm[:test_size], perm[test_size:]
     x_train, x_test = _standardise(x[train], x[test], dtype)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Sequence
 
 from bea import _io
@@ -24,7 +23,6 @@ __all__ = [
     "read_history",
     "write_json",
     "read_json",
-    "first_below",
 ]
 
 COLUMNS = (
@@ -130,12 +128,3 @@ def read_json(path) -> dict:
         raise HistoryError(f"{path} holds a JSON {type(obj).__name__}, not an object")
     return obj
 
-
-def first_below(rows: Sequence[dict], threshold: float, column: str = "train_loss") -> dict | None:
-    """The first row whose ``column`` is below ``threshold`` (the paper's stopping point:
-    "the first point the training loss drops below 0.01"), or None if it never is."""
-    for r in rows:
-        v = r[column]
-        if not math.isnan(v) and v < threshold:
-            return r
-    return None

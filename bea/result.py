@@ -262,7 +262,13 @@ class SweepResult:
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "convergence.json")
-        return cls.from_dict(_read(path, "errors"))
+        d = _read(path, "errors")
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, AttributeError) as e:
+            what = repr(e.args[0]) if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{path!r} is not a complete sweep result ({what} missing or "
+                             "malformed)") from None
 
     def csv(self) -> str:
         """One row per h: h, N, then per field its error, floor flag and solver error, then
@@ -502,11 +508,17 @@ class GridResult:
         if version not in (1, VERSION):
             raise ValueError(f"grid file version {version!r} is not one this bea reads "
                              f"(1 to {VERSION}); a newer bea wrote it")
-        members = index["combinations"]
-        results = [SweepResult.load(os.path.join(directory, m["name"])) for m in members]
-        return cls(names=tuple(index["names"]), params=[dict(m["params"]) for m in members],
-                   results=results, seconds=float(index["seconds"]),
-                   devices=int(index["devices"]), processes=int(index.get("processes", 1)))
+        try:
+            members = index["combinations"]
+            results = [SweepResult.load(os.path.join(directory, m["name"])) for m in members]
+            return cls(names=tuple(index["names"]),
+                       params=[dict(m["params"]) for m in members], results=results,
+                       seconds=float(index["seconds"]), devices=int(index["devices"]),
+                       processes=int(index.get("processes", 1)))
+        except (KeyError, TypeError) as e:
+            what = repr(e.args[0]) if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{os.path.join(directory, 'grid.json')!r} is not a complete "
+                             f"grid result ({what} missing or malformed)") from None
 
     def save(self, directory: str, *, plot: bool = False) -> list[str]:
         """One directory per combination (``beta=0.5_rho=0.7/convergence.{json,csv}``),

@@ -190,6 +190,9 @@ def test_loading_what_is_not_a_result_names_the_path(res, tmp_path):
         assert str(path) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="grid.json"):
         GridResult.load(tmp_path)
+    (tmp_path / "grid.json").write_text('{"combinations": [{"params": {}}]}')
+    with pytest.raises(ValueError, match="not a complete grid result \\('name'"):
+        GridResult.load(tmp_path)
     (tmp_path / "other.json").write_text('{"a": 1}')
     with pytest.raises(ValueError, match="not a result file of bea"):
         SweepResult.load(tmp_path / "other.json")
@@ -197,6 +200,10 @@ def test_loading_what_is_not_a_result_names_the_path(res, tmp_path):
     doc = json.loads((tmp_path / "r" / "convergence.json").read_text())
     with pytest.raises(ValueError, match="version 3"):
         SweepResult.from_dict(doc | {"version": 3})
+    del doc["schedule"]
+    (tmp_path / "r" / "convergence.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not a complete sweep result \\('schedule'"):
+        SweepResult.load(tmp_path / "r")
 
 
 def test_grid_plot_draws_its_own_axes_or_the_given_ones(res):

@@ -16,24 +16,29 @@ fixed-step solve's error is first bounded for free by its embedded estimates; th
 trusted only for a tableau whose bound passed a check against halving (the same program,
 two steps per interval) at the coarsest h, where the solver error is largest relative to
 the error, and wherever it is not 100x below the error the error is measured by halving.
+:class:`SolvePolicy` holds these rules and what it learns (the trust); each field at each h
+gives one :class:`bea.measure.Point` per combination, and the points of a field over the
+ladder one :class:`bea.result.FieldResult`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from jaxtyping import PyTree
+from jaxtyping import Float, PyTree
 
 from bea import _programs, measure, placement
 from bea import optimizer_registry as registry
@@ -41,9 +46,9 @@ from bea.measure import first_nonfinite
 from bea.optimizers import check_hyperparameters
 from bea.precision import check_float64_loss, float64
 from bea.problems import Grouped, Problem, as_problem, batch_sequence, epoch_batches
-from bea.result import GridResult, SweepResult
+from bea.result import FieldResult, GridResult, Schedule, SweepResult
 
-__all__ = ["SweepConfig", "sweep", "grid"]
+__all__ = ["SweepConfig", "SolvePolicy", "sweep", "grid"]
 
 HYPER = ("beta", "rho", "eps")
 DEFAULT_HYPER = {"beta": 0.9, "rho": 0.999, "eps": 1e-8}  # optax's Adam defaults
@@ -55,6 +60,7 @@ ATTEMPTS = {"adaptive": (("adaptive", None),),
             "fixed": (("fixed", "dopri5"), ("fixed", "dopri8")),
             "auto": (("fixed", "dopri5"), ("fixed", "dopri8"), ("adaptive", None))}
 _ONE, _TWO = np.int64(1), np.int64(2)
+UNNAMED = "unnamed factory"  # the name recorded for a lambda given without optimizer_name
 
 
 def _number(name: str, x: Any, integer: bool = False) -> float | int:
@@ -100,8 +106,11 @@ class SweepConfig:
     offending value). ``h`` is stored coarsest first; ``engine`` is resolved ('closed'
     where the paper gives the fields, else 'generic'); beta, rho, eps default to optax's
     Adam defaults for a registry name and must be left unset for an optimizer factory
-    (its hyperparameters are its own). Numbers may be Python or numpy scalars or 0-d
-    arrays (stored as Python numbers, float32 ones as the decimal they show)."""
+    (its hyperparameters are its own). ``optimizer_name`` names a factory in the results
+    (default: its function's name; a lambda has none). Numbers may be Python or numpy
+    scalars or 0-d arrays (stored as Python numbers, float32 ones as the decimal they
+    show). :meth:`to_dict` and :meth:`from_dict` round-trip a registry optimizer's
+    configuration (a result's ``config``)."""
 
     optimizer: str | Callable = "adam"
     h: tuple[float, ...] = (0.04, 0.02, 0.01, 0.005)
@@ -119,9 +128,17 @@ class SweepConfig:
     device: str = "auto"
     batching: str = "iid"
     history: str = "auto"
+    optimizer_name: str | None = None
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
+        if self.optimizer_name is not None:
+            if not callable(self.optimizer):
+                raise ValueError(f"optimizer_name={self.optimizer_name!r} names an optimizer "
+                                 f"factory; optimizer {self.optimizer!r} has its name")
+            if not (isinstance(self.optimizer_name, str) and self.optimizer_name.strip()):
+                raise ValueError(f"optimizer_name must be a non-empty string, got "
+                                 f"{self.optimizer_name!r}")
         requested = self.engine
         put("engine", registry.engine_for(self.optimizer, self.engine))
         put("fields", tuple([self.fields] if isinstance(self.fields, str) else self.fields))
@@ -203,26 +220,81 @@ class SweepConfig:
         return tuple(num_steps(self.T, h) for h in self.h)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON values: an optimizer factory by its name
+        (``optimizer_name``, else its function's name, else :data:`UNNAMED`)."""
         d = dataclasses.asdict(self)
+        name = d.pop("optimizer_name")
         if callable(self.optimizer):
-            d["optimizer"] = getattr(self.optimizer, "__name__", repr(self.optimizer))
+            d["optimizer"] = name or _factory_name(self.optimizer) or UNNAMED
         return d
 
-
-class _Point(NamedTuple):
-    """One field at one h for one combination: the error and how it was measured."""
-
-    error: float
-    solver_error: float
-    floor: bool
-    solver: str | None
-    tableau: str | None
-    estimate: str | None
-    ode_diverged_at: int | None
-    outside: bool = False
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **override: Any) -> SweepConfig:
+        """The configuration of :meth:`to_dict` (or of a result's ``config``: keys that are
+        not options are left out), with ``override``; an optimizer factory is not in the
+        dict and is given again as ``optimizer=`` (its recorded name kept)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known} | override
+        if callable(kw.get("optimizer")) and "optimizer_name" not in override:
+            kw["optimizer_name"] = None if d.get("optimizer") == UNNAMED else d.get("optimizer")
+        return cls(**kw)
 
 
-_NAN_POINT = _Point(float("nan"), float("nan"), False, None, None, None, None)
+def _factory_name(factory: Callable) -> str | None:
+    """The name an optimizer factory carries: its function's (through functools.partial),
+    a callable object's class; None for a lambda."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    name = getattr(factory, "__name__", None) or type(factory).__name__
+    return None if name == "<lambda>" else name
+
+
+def _snake(name: str) -> str:
+    """'ScaleByAdamState' -> 'scale_by_adam': optax's name of the transformation whose
+    state class is ``name``."""
+    name = name.removesuffix("State")
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def _factory_record(factory: Callable, params: PyTree) -> dict[str, Any]:
+    """What an optimizer factory tells of itself, for the result's config:
+    ``hyperparameters``, the keywords of a functools.partial and the values an
+    ``optax.inject_hyperparams`` transformation holds in its state (all but the learning
+    rate; None if it tells none: ``optax.adam(lr, b1=0.5)`` keeps b1 in a closure), and
+    ``transforms``, the optax transformations its state shows (e.g. 'scale_by_adam')."""
+    hyper: dict[str, Any] = {}
+    f = factory
+    while isinstance(f, functools.partial):
+        hyper = dict(f.keywords) | hyper  # the outer partial's keywords win
+        f = f.func
+    transforms: list[str] = []
+
+    def walk(x):
+        if hasattr(x, "hyperparams") and hasattr(x, "inner_state"):  # inject_hyperparams
+            hyper.update(x.hyperparams)
+            walk(x.inner_state)
+        elif isinstance(x, tuple | list):
+            if hasattr(x, "_fields") and type(x).__name__.endswith("State") and (
+                    type(x).__name__ != "EmptyState"):
+                transforms.append(_snake(type(x).__name__))
+            for v in x:
+                walk(v)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+
+    walk(factory(1.0).init(params))
+    told = {}
+    for k, v in hyper.items():
+        if k in ("learning_rate", "lr"):
+            continue
+        if isinstance(v, np.ndarray | jax.Array) and np.ndim(v) == 0:
+            v = np.asarray(v)[()]
+        if isinstance(v, bool | np.bool_ | str) or v is None:
+            told[k] = v if not isinstance(v, np.bool_) else bool(v)
+        elif isinstance(v, int | float | np.integer | np.floating):
+            told[k] = v.item() if isinstance(v, np.generic) else v
+    return {"hyperparameters": told or None, "transforms": list(dict.fromkeys(transforms))}
 
 
 def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
@@ -234,7 +306,8 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     with ``batch_size``, step k uses batch k of a seeded sequence). ``config``: the fields
     of :class:`SweepConfig`: ``optimizer`` (a registry name, or a factory
     ``lr -> optax.GradientTransformation`` for the generic engine, checked to be linear in
-    lr), ``h`` (the ladder), ``T``, ``fields``, ``beta``/``rho``/``eps``, ``batch_size``,
+    lr; ``optimizer_name`` names it in the results), ``h`` (the ladder), ``T``, ``fields``,
+    ``beta``/``rho``/``eps``, ``batch_size``,
     ``batching`` ("iid" or "epoch") and ``history`` ("auto", "direct" or "grouped";
     docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
     ``device``. ``progress(record)`` is called
@@ -243,6 +316,11 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     cfg = _config(config, name, progress)
     with float64():
         problem = _problem(loss, params0, data, name, cfg)
+        if callable(cfg.optimizer) and cfg.optimizer_name is None and (
+                _factory_name(cfg.optimizer) is None):
+            warnings.warn(f"the optimizer factory is a lambda, which has no name: the result "
+                          f"records it as {UNNAMED!r}; pass optimizer_name='...' to "
+                          "bea.sweep to name it", UserWarning, stacklevel=2)
         return _run(problem, cfg, [cfg_hyper(cfg)], progress)[0]
 
 
@@ -497,6 +575,121 @@ def _histories(cfg: SweepConfig, grouped: Grouped | None, N_max: int) -> dict[st
     return out
 
 
+class SolvePolicy:
+    """How a sweep solves each field and measures the solver error (module docstring), with
+    the state it learns along the ladder.
+
+    For one field at one h, :meth:`solve` tries :attr:`ATTEMPTS` ``[solver]`` in order
+    until the solver error is measured at least 100x below the error, per combination. A
+    fixed-step solve's error is first bounded by its embedded estimates; that bound is
+    trusted for a (field, combination, tableau) only once it passed a check against
+    halving, made where the tableau is first used (the coarsest h, where the solver error
+    is largest relative to the error); wherever the trusted bound is not 100x below the
+    error, or the tableau is not trusted, the error is measured by halving. The policy owns
+    that trust: one policy per sweep, its h coarsest first."""
+
+    ATTEMPTS = ATTEMPTS
+    """What each solver tries, in order: (method, tableau)."""
+
+    def __init__(self, solver: str = "auto"):
+        if solver not in self.ATTEMPTS:
+            raise ValueError(f"unknown solver {solver!r}; choose from "
+                             f"{', '.join(self.ATTEMPTS)}")
+        self.solver = solver
+        self.attempts: tuple[tuple[str, str | None], ...] = self.ATTEMPTS[solver]
+        self._trust: dict[str, list[dict[str, bool]]] = {}  # field -> per combination
+
+    def trust(self, kind: str) -> list[dict[str, bool]]:
+        """Per combination, tableau -> whether its embedded bound passed its halving check
+        for field ``kind`` (a copy: the policy's own state changes only in :meth:`solve`)."""
+        return [dict(t) for t in self._trust.get(kind, [])]
+
+    def solve(self, run: FieldRun, disc: Float[np.ndarray, "C N+1 p"],
+              live: Sequence[bool]) -> list[measure.Point]:
+        """Solve field ``run.kind`` at one h for every combination, measuring the solver
+        error, and return one :class:`bea.measure.Point` per combination against its
+        discrete path ``disc[i]`` (:data:`bea.measure.NAN_POINT` where ``live[i]`` is
+        False: its discrete run diverged). A path that is not finite from its first
+        interval on makes ``run.check_start()`` (which raises if the field itself is
+        NaN at theta0) run before anything else is tried."""
+        C, N = len(live), run.N
+        trust = self._trust.setdefault(run.kind, [{} for _ in range(C)])
+        best: list[tuple | None] = [None] * C  # the last attempt: (ys, error, solver error, ...)
+        todo = [i for i in range(C) if live[i]]
+        checked_start = False
+        for method, tableau in self.attempts:
+            if not todo:
+                break
+            ys, serr = run.paths(method, tableau, _ONE)
+            if not checked_start and any(first_nonfinite(ys[i]) == 1 for i in todo):
+                run.check_start()
+                checked_start = True
+            errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
+            est = ["refined" if method == "adaptive" else "embedded"] * C
+            check = [i for i in todo if method == "fixed" and (
+                trust[i].get(tableau) is not True or not 100 * serr[i] <= errs[i])]
+            if check:
+                fine = run.paths(method, tableau, _TWO)[0]
+                for i in check:
+                    with np.errstate(over="ignore", invalid="ignore"):  # a path that blew up
+                        d = np.linalg.norm(ys[i] - fine[i, : N + 1], axis=-1)
+                    halving = float(np.max(d))
+                    if tableau not in trust[i] and np.isfinite(halving):
+                        trust[i][tableau] = bool(halving <= serr[i])
+                    serr[i], est[i] = halving, "halving"
+            for i in todo:
+                best[i] = (ys[i], errs[i], float(serr[i]), method, tableau, est[i])
+            todo = [i for i in todo if not 100 * best[i][2] <= best[i][1]]
+        return [measure.NAN_POINT if b is None else measure.point(b[0], disc[i], *b[1:])
+                for i, b in enumerate(best)]
+
+
+class FieldRun(Protocol):
+    """What :meth:`SolvePolicy.solve` asks of one field at one h."""
+
+    kind: str
+    N: int
+
+    def paths(self, method: str, tableau: str | None, substeps: np.int64
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(paths, solver-error estimates) for every combination: (C, N+1, p), (C,)."""
+
+    def check_start(self) -> None:
+        """Raise ValueError if the field is NaN/inf at theta0."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _FieldRun:
+    """The compiled solves of field ``kind`` at one h (:mod:`bea._programs`), fetched to the
+    host for the ``C`` combinations, with what :meth:`check_start` needs to name a field
+    NaN at theta0."""
+
+    kind: str
+    N: int
+    C: int
+    program: _programs.Program
+    args: tuple  # theta0, history (batches, grouped or None), data, h, N
+    traced: dict
+    loss: Callable
+    problem: Problem
+    batches: PyTree | None
+    optimizer: str
+
+    def paths(self, method: str, tableau: str | None, substeps: np.int64
+              ) -> tuple[np.ndarray, np.ndarray]:
+        ys, serr = _programs.ode(*self.args, self.traced, substeps, program=self.program,
+                                 loss=self.loss, method=method, tableau=tableau or "dopri8")
+        return _fetch(ys)[: self.C, : self.N + 1], _fetch(serr)[: self.C]
+
+    def check_start(self) -> None:
+        f0 = _fetch(_programs.field_at_start(*self.args[:4], self.traced, program=self.program,
+                                             loss=self.loss))[: self.C]
+        if not np.all(np.isfinite(f0)):
+            mini = self.program.mini
+            raise ValueError(f"field {self.kind!r} of {self.optimizer} is NaN/inf at theta0: "
+                             f"{_nan_cause(self.problem, self.batches, mini)}")
+
+
 def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
             shard_history: bool, where: placement.Placement, t0: float) -> list[SweepResult]:
     mini = cfg.batch_size is not None
@@ -511,7 +704,10 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
         left_out = problem.num_examples - grouped.num_batches * cfg.batch_size
     else:
         batches = batch_sequence(problem, cfg.batch_size, N_max, cfg.seed) if mini else None
-    histories = _histories(cfg, grouped, N_max)
+    schedule = Schedule(batching=cfg.batching, batch_size=cfg.batch_size,
+                        histories=_histories(cfg, grouped, N_max),
+                        distinct_batches=None if grouped is None else grouped.num_batches,
+                        left_out=left_out)
     theta0 = problem.theta0
     if mesh is not None and (jax.process_count() > 1 or shard_history):
         # a mesh over several processes takes global arrays: the history sharded (with
@@ -525,8 +721,12 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     loss = _programs.compiled_loss(problem, mini)
     data = problem.data if mini else None  # full batch: the data are baked into ``loss``
     base = _programs.Program(cfg.optimizer, N_max, mini, static)
-    trust: list[dict] = [{k: {} for k in cfg.fields} for _ in range(C)]
-    points: list[list[dict[str, _Point]]] = [[] for _ in range(C)]
+    programs = {kind: base._replace(kind=kind, engine=registry.field_engine(kind, cfg.engine),
+                                    rtol=cfg.rtol, atol=cfg.atol) for kind in cfg.fields}
+    optimizer = cfg.to_dict()["optimizer"]
+    policy = SolvePolicy(cfg.solver)
+    points: list[dict[str, list[measure.Point]]] = [
+        {k: [] for k in cfg.fields} for _ in range(C)]
     diverged: list[dict[float, int]] = [{} for _ in range(C)]
     for h, N in zip(cfg.h, cfg.N, strict=True):
         args = (theta0, batches, data, jnp.asarray(h, float), jnp.asarray(N))
@@ -535,117 +735,24 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
         for i in range(C):
             if bad[i] is not None:
                 diverged[i][h] = bad[i]
-        per = [{} for _ in range(C)]
         for kind in cfg.fields:
-            program = base._replace(kind=kind, engine=registry.field_engine(kind, cfg.engine),
-                                    rtol=cfg.rtol, atol=cfg.atol)
-
-            fargs = (args[0], grouped, *args[2:]) if histories[kind] == "grouped" else args
-
-            def call(method, tableau, substeps, program=program, fargs=fargs):
-                return _programs.ode(*fargs, traced, substeps, program=program, loss=loss,
-                                     method=method, tableau=tableau or "dopri8")
-
-            def check_start(program=program, fargs=fargs, kind=kind):
-                f0 = _fetch(_programs.field_at_start(*fargs[:4], traced, program=program,
-                                                     loss=loss))[:C]
-                if not np.all(np.isfinite(f0)):
-                    opt = cfg.to_dict()["optimizer"]
-                    raise ValueError(f"field {kind!r} of {opt} is NaN/inf at theta0: "
-                                     f"{_nan_cause(problem, batches, mini)}")
-
-            got = _solve_measured(call, disc, N, cfg.solver, [t[kind] for t in trust],
-                                  [b is None for b in bad], check_start)
-            for i in range(C):
-                per[i][kind] = got[i]
-        for i in range(C):
-            points[i].append(per[i])
+            history = grouped if schedule.histories[kind] == "grouped" else batches
+            run = _FieldRun(kind, N, C, programs[kind], (theta0, history, *args[2:]), traced,
+                            loss, problem, batches, optimizer)
+            for i, p in enumerate(policy.solve(run, disc, [b is None for b in bad])):
+                points[i][kind].append(p)
         if progress is not None:
-            progress({"h": h, "N": N, "errors": {k: per[0][k].error for k in cfg.fields},
+            progress({"h": h, "N": N, "errors": {k: points[0][k][-1].error
+                                                 for k in cfg.fields},
                       "combinations": C})
     seconds = time.perf_counter() - t0
-    schedule = {"histories": histories, "left_out": left_out,
-                "distinct_batches": None if grouped is None else grouped.num_batches}
-    return [_result(problem, cfg, combos[i], points[i], diverged[i], seconds, where, schedule)
-            for i in range(C)]
-
-
-def _solve_measured(call, disc: np.ndarray, N: int, solver: str, trust: list[dict],
-                    live: list[bool], check_start: Callable[[], None] | None = None
-                    ) -> list[_Point]:
-    """Solve one field for every combination as ``solver`` says (:data:`ATTEMPTS`),
-    measuring the solver error, and return one point per combination. ``trust[i]``
-    (tableau -> bool) records whether combination i's embedded bound passed its halving
-    check; a tableau not yet checked is checked here and recorded (mutating ``trust``).
-    A path that is not finite from its first interval on calls ``check_start`` (which
-    raises if the field itself is NaN at theta0) before anything else is tried."""
-    C = len(live)
-    roundoff = [measure.roundoff_floor(d) for d in disc]
-    best: list[dict | None] = [None] * C
-    todo = [i for i in range(C) if live[i]]
-    for method, tableau in ATTEMPTS[solver]:
-        if not todo:
-            break
-        ys, serr = call(method, tableau, _ONE)
-        ys, serr = _fetch(ys)[:C, : N + 1], _fetch(serr)[:C]
-        if check_start is not None and any(first_nonfinite(ys[i]) == 1 for i in todo):
-            check_start()
-            check_start = None
-        errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
-        est = ["refined" if method == "adaptive" else "embedded"] * C
-        check = [i for i in todo if method == "fixed" and (
-            trust[i].get(tableau) is not True or not 100 * serr[i] <= errs[i])]
-        if check:
-            fine = _fetch(call(method, tableau, _TWO)[0])
-            for i in check:
-                with np.errstate(over="ignore", invalid="ignore"):  # a path that blew up
-                    d = np.linalg.norm(ys[i] - fine[i, : N + 1], axis=-1)
-                halving = float(np.max(d))
-                if tableau not in trust[i] and np.isfinite(halving):
-                    trust[i][tableau] = bool(halving <= serr[i])
-                serr[i], est[i] = halving, "halving"
-        for i in todo:
-            best[i] = dict(ys=ys[i], error=errs[i], solver_error=float(serr[i]),
-                           solver=method, tableau=tableau, estimate=est[i])
-        todo = [i for i in todo if not 100 * best[i]["solver_error"] <= best[i]["error"]]
-    out = []
-    for i in range(C):
-        r = best[i]
-        if r is None:
-            out.append(_NAN_POINT)
-            continue
-        out.append(_Point(r["error"], r["solver_error"],
-                          measure.at_floor(r["error"], r["solver_error"], roundoff[i]),
-                          r["solver"], r["tableau"], r["estimate"], first_nonfinite(r["ys"]),
-                          measure.outside_expansion(r["error"], r["ys"])))
-    return out
-
-
-def _result(problem: Problem, cfg: SweepConfig, hyper: dict, points: list[dict[str, _Point]],
-            diverged: dict[float, int], seconds: float,
-            where: placement.Placement, schedule: dict) -> SweepResult:
-    h = np.asarray(cfg.h)
-
-    def col(kind, attr, dtype=float):
-        return np.asarray([getattr(p[kind], attr) for p in points], dtype)
-
-    errors = {k: col(k, "error") for k in cfg.fields}
-    floor = {k: col(k, "floor", bool) for k in cfg.fields}
-    outside = {k: col(k, "outside", bool) for k in cfg.fields}
-    few = np.asarray([measure.too_few_steps(N) for N in cfg.N], bool)
-    few_steps = {k: few.copy() for k in cfg.fields}
-    return SweepResult(
-        config=cfg.to_dict() | ({} if callable(cfg.optimizer) else hyper) | schedule,
-        problem=problem.name, h=h, N=np.asarray(cfg.N),
-        errors=errors, solver_error={k: col(k, "solver_error") for k in cfg.fields},
-        floor=floor, outside=outside,
-        slopes={k: measure.fit_slope(h, errors[k], use=~(floor[k] | outside[k] | few))
-                for k in cfg.fields},
-        local_slopes={k: np.asarray(measure.local_slopes(h, errors[k])) for k in cfg.fields},
-        solver={k: tuple(p[k].solver for p in points) for k in cfg.fields},
-        tableau={k: tuple(p[k].tableau for p in points) for k in cfg.fields},
-        estimate={k: tuple(p[k].estimate for p in points) for k in cfg.fields},
-        diverged_at=diverged,
-        ode_diverged_at={k: tuple(p[k].ode_diverged_at for p in points) for k in cfg.fields},
-        seconds=seconds, devices=len(jax.devices(where.platform)), platform=where.platform,
-        placement=where.reason, few_steps=few_steps)
+    config = cfg.to_dict()
+    if callable(cfg.optimizer):
+        config["factory"] = _factory_record(cfg.optimizer, problem.unravel(problem.theta0))
+    h, Ns = np.asarray(cfg.h), np.asarray(cfg.N)
+    return [SweepResult(
+        config=config | ({} if callable(cfg.optimizer) else combos[i]), problem=problem.name,
+        h=h, N=Ns, fields={k: FieldResult.from_points(h, Ns, points[i][k]) for k in cfg.fields},
+        schedule=schedule, diverged_at=diverged[i], seconds=seconds,
+        devices=len(jax.devices(where.platform)), platform=where.platform,
+        placement=where.reason) for i in range(C)]

@@ -12,11 +12,14 @@ short to show an order: all are flagged and left out of the fit, never silently 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from jaxtyping import Array, Float
 
 __all__ = ["global_error", "fit_slope", "local_slopes", "roundoff_floor", "at_floor",
-           "outside_expansion", "too_few_steps", "first_nonfinite", "MIN_STEPS"]
+           "outside_expansion", "too_few_steps", "first_nonfinite", "MIN_STEPS", "Point",
+           "point", "NAN_POINT"]
 
 MIN_STEPS = 8
 """The fewest steps N = T/h at which a point enters the fitted slope. An order p is the
@@ -94,3 +97,35 @@ def first_nonfinite(path: Float[Array, "n ..."]) -> int | None:
     """Index of the first row of ``path`` holding a NaN or inf, or None if all are finite."""
     bad = ~np.all(np.isfinite(np.asarray(path).reshape(len(path), -1)), axis=1)
     return int(np.argmax(bad)) if bad.any() else None
+
+
+class Point(NamedTuple):
+    """One field at one h (for one hyperparameter combination): its error, the measured
+    error of its solve, the flags :func:`at_floor` and :func:`outside_expansion`, and how
+    it was solved: ``solver`` ('fixed' or 'adaptive'), ``tableau``, ``estimate`` (how the
+    solver error was measured: 'embedded', 'halving' or 'refined') and
+    ``ode_diverged_at`` (:func:`first_nonfinite` of the modified path)."""
+
+    error: float
+    solver_error: float
+    floor: bool
+    outside: bool
+    solver: str | None
+    tableau: str | None
+    estimate: str | None
+    ode_diverged_at: int | None
+
+
+NAN_POINT = Point(float("nan"), float("nan"), False, False, None, None, None, None)
+"""The point of a run with nothing to measure (its discrete run diverged)."""
+
+
+def point(ode: Float[Array, "N+1 p"], discrete: Float[Array, "N+1 p"], error: float,
+          solver_error: float, solver: str, tableau: str | None, estimate: str) -> Point:
+    """The measured :class:`Point` of the modified path ``ode`` against the discrete path:
+    ``error`` is :func:`global_error` of the two (computed by the caller, who compared it
+    with ``solver_error`` to choose the solve), flagged against the solver error and the
+    round-off floor of ``discrete``."""
+    return Point(error, solver_error, at_floor(error, solver_error, roundoff_floor(discrete)),
+                 outside_expansion(error, ode), solver, tableau, estimate,
+                 first_nonfinite(ode))

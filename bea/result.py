@@ -1,11 +1,14 @@
 """Typed results of convergence sweeps, and the files written from them.
 
 A :class:`SweepResult` is what :func:`bea.sweep` returns (one optimizer, one ladder of h):
-per field, the error max_n ||theta~(nh) - theta^(n)||_2 at every h, the fitted and local
-slopes, the floor flags and how each solve was measured. ``save(directory)`` writes
-``convergence.json`` (strict JSON: NaN as null) and ``convergence.csv``, and a PNG where
-asked; :meth:`SweepResult.load` reads the JSON back. A :class:`GridResult` holds one
-SweepResult per hyperparameter combination of :func:`bea.grid`.
+``fields`` maps each field to its :class:`FieldResult` (the error max_n ||theta~(nh) -
+theta^(n)||_2 at every h, the fitted and local slopes, the flags of points left out of the
+fit and how each solve was measured), ``schedule`` is the typed :class:`Schedule` of
+batches, ``config`` the sweep's configuration. ``save(directory)`` writes
+``convergence.json`` (strict JSON: NaN as null; ``"version": 2``) and ``convergence.csv``,
+and a PNG where asked; :meth:`SweepResult.load` reads the JSON back, version 1 (the files
+written before the version field) included. A :class:`GridResult` holds one SweepResult per
+hyperparameter combination of :func:`bea.grid`; :meth:`GridResult.load` reads a saved grid.
 """
 
 from __future__ import annotations
@@ -18,97 +21,254 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from jaxtyping import Bool, Float, Int
 
 from bea._io import read_json, write_atomic, write_json
-from bea.measure import MIN_STEPS
+from bea.measure import MIN_STEPS, Point, fit_slope, local_slopes, too_few_steps
 
-__all__ = ["SweepResult", "GridResult"]
+__all__ = ["SweepResult", "GridResult", "FieldResult", "Schedule", "VERSION"]
+
+VERSION = 2
+"""The version of the result files written: 1 (no ``version`` key) held the schedule in
+``config``; 2 holds it under ``schedule``."""
+
+_SCHEDULE_KEYS = ("histories", "left_out", "distinct_batches")  # in version 1's config
+_PER_FIELD = ("errors", "solver_error", "floor", "outside", "few_steps", "slopes",
+              "local_slopes", "solver", "tableau", "estimate", "ode_diverged_at")
+
+
+def _floats(x) -> np.ndarray:
+    """A float array of ``x``, None (JSON's NaN) read as NaN."""
+    return np.asarray([np.nan if v is None else v for v in x], float)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FieldResult:
+    """One field's measurement over the ladder of h (docs/math.md, section 6), arrays and
+    tuples over h, coarsest first.
+
+    ``errors``: err(h) = max_n ||theta~(nh) - theta^(n)||_2 (NaN where the discrete run
+    diverged); ``solver_error``: the measured error of the solve; the flags of points left
+    out of the fit: ``floor`` (within 10x of the solver error or the round-off floor, or
+    exactly 0), ``outside`` (as large as the distance the modified flow travels: the
+    expansion explains nothing there), ``few_steps`` (N below
+    :data:`bea.measure.MIN_STEPS`); ``slope``: the least-squares slope of log err on log h
+    over the points carrying none of the flags (NaN with fewer than two); ``local_slopes``:
+    between neighbouring h (one fewer than h); per h the ``solver`` ('fixed' or
+    'adaptive'), its ``tableau``, how its error was measured (``estimate``: 'embedded',
+    'halving' or 'refined') and ``ode_diverged_at`` (the first non-finite row of the
+    modified path, None if finite)."""
+
+    errors: Float[np.ndarray, " H"]
+    solver_error: Float[np.ndarray, " H"]
+    floor: Bool[np.ndarray, " H"]
+    outside: Bool[np.ndarray, " H"]
+    few_steps: Bool[np.ndarray, " H"]
+    slope: float
+    local_slopes: Float[np.ndarray, " H-1"]
+    solver: tuple[str | None, ...]
+    tableau: tuple[str | None, ...]
+    estimate: tuple[str | None, ...]
+    ode_diverged_at: tuple[int | None, ...]
+
+    @classmethod
+    def from_points(cls, h: Float[np.ndarray, " H"], N: Int[np.ndarray, " H"],
+                    points: Sequence[Point]) -> FieldResult:
+        """The field's result from its measured points, one per h: the flags, and the
+        slope fitted over the points none of them marks (docs/math.md, section 6)."""
+        errors = np.asarray([p.error for p in points], float)
+        floor = np.asarray([p.floor for p in points], bool)
+        outside = np.asarray([p.outside for p in points], bool)
+        few = np.asarray([too_few_steps(n) for n in N], bool)
+        return cls(errors=errors,
+                   solver_error=np.asarray([p.solver_error for p in points], float),
+                   floor=floor, outside=outside, few_steps=few,
+                   slope=fit_slope(h, errors, use=~(floor | outside | few)),
+                   local_slopes=np.asarray(local_slopes(h, errors)),
+                   solver=tuple(p.solver for p in points),
+                   tableau=tuple(p.tableau for p in points),
+                   estimate=tuple(p.estimate for p in points),
+                   ode_diverged_at=tuple(p.ode_diverged_at for p in points))
+
+    def mark(self, i: int) -> str:
+        """The table's mark of point ``i``: '*' at the floor, '!' outside the expansion,
+        '<' too few steps, ' ' fitted (the first that applies)."""
+        return ("*" if self.floor[i] else "!" if self.outside[i] else
+                "<" if self.few_steps[i] else " ")
 
 
 @dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The batches a sweep stepped through: ``batching`` ('iid': a fresh random batch per
+    step; 'epoch': a fixed partition, reshuffled each epoch) of ``batch_size`` examples
+    (None: full batch, every step uses all the data); with the epoch schedule the number of
+    ``distinct_batches`` and the examples ``left_out`` (whole batches only); and per field
+    how its history was walked (``histories``: 'full batch', 'direct' or 'grouped',
+    docs/math.md, section 7)."""
+
+    batching: str
+    batch_size: int | None
+    histories: dict[str, str]
+    distinct_batches: int | None = None
+    left_out: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Schedule:
+        return cls(batching=d["batching"], batch_size=d["batch_size"],
+                   histories=dict(d["histories"]), distinct_batches=d["distinct_batches"],
+                   left_out=d["left_out"])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class SweepResult:
     """The measured errors and orders of one sweep (docs/math.md, section 6).
 
-    Per field (a key of ``errors``): ``errors`` and ``solver_error`` (arrays over ``h``,
-    coarsest first; NaN where the discrete run diverged), ``floor`` (True where the error
-    is within 10x of the solver error or the round-off floor), ``outside`` (True where the
-    error is as large as the distance the modified flow travels: the expansion explains
-    nothing there), ``few_steps`` (True where N is below :data:`bea.measure.MIN_STEPS`: too
-    few steps to show an order), ``slopes`` (least-squares slope of log error on log h over
-    the points carrying none of these flags),
-    ``local_slopes`` (between neighbouring h), and per h the ``solver`` ('fixed' or
-    'adaptive'), its ``tableau`` and how its error was measured (``estimate``: 'embedded',
-    'halving' or 'refined'). ``diverged_at`` maps an h whose discrete run produced NaN/inf
-    to the step where it did; ``ode_diverged_at`` gives, per field and h, the first
-    non-finite row of the modified path (None if finite). ``platform`` and ``placement``
-    say where the sweep ran and why (bea.placement)."""
+    ``fields`` maps each field ('order1', ...) to its :class:`FieldResult`;
+    ``h`` and ``N`` are the ladder (coarsest first); ``schedule`` the batches
+    (:class:`Schedule`); ``config`` the configuration (:meth:`bea.SweepConfig.to_dict`
+    with the hyperparameters of the combination, and for an optimizer factory what it
+    tells of itself). ``diverged_at`` maps an h whose discrete run produced NaN/inf to the
+    step where it did. ``platform`` and ``placement`` say where the sweep ran and why
+    (bea.placement). Read-only views per quantity, keyed by field (``errors``,
+    ``solver_error``, ``floor``, ``outside``, ``few_steps``, ``slopes``, ``local_slopes``,
+    ``solver``, ``tableau``, ``estimate``, ``ode_diverged_at``), are derived from
+    ``fields``: ``result.errors["order1"] is result.fields["order1"].errors``."""
 
     config: dict[str, Any]
     problem: str
-    h: np.ndarray
-    N: np.ndarray
-    errors: dict[str, np.ndarray]
-    solver_error: dict[str, np.ndarray]
-    floor: dict[str, np.ndarray]
-    outside: dict[str, np.ndarray]
-    slopes: dict[str, float]
-    local_slopes: dict[str, np.ndarray]
-    solver: dict[str, tuple]
-    tableau: dict[str, tuple]
-    estimate: dict[str, tuple]
+    h: Float[np.ndarray, " H"]
+    N: Int[np.ndarray, " H"]
+    fields: dict[str, FieldResult]
+    schedule: Schedule
     diverged_at: dict[float, int]
-    ode_diverged_at: dict[str, tuple]
     seconds: float
     devices: int
     platform: str
     placement: str = ""
-    few_steps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def __post_init__(self):
-        if not self.few_steps:  # built without the flag (or read from an older file)
-            object.__setattr__(self, "few_steps", {k: np.zeros(len(self.h), bool)
-                                                   for k in self.errors})
+    def _per_field(self, attr: str) -> dict[str, Any]:
+        return {k: getattr(f, attr) for k, f in self.fields.items()}
 
     @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(self.errors)
+    def errors(self) -> dict[str, np.ndarray]:
+        return self._per_field("errors")
+
+    @property
+    def solver_error(self) -> dict[str, np.ndarray]:
+        return self._per_field("solver_error")
+
+    @property
+    def floor(self) -> dict[str, np.ndarray]:
+        return self._per_field("floor")
+
+    @property
+    def outside(self) -> dict[str, np.ndarray]:
+        return self._per_field("outside")
+
+    @property
+    def few_steps(self) -> dict[str, np.ndarray]:
+        return self._per_field("few_steps")
+
+    @property
+    def slopes(self) -> dict[str, float]:
+        return self._per_field("slope")
+
+    @property
+    def local_slopes(self) -> dict[str, np.ndarray]:
+        return self._per_field("local_slopes")
+
+    @property
+    def solver(self) -> dict[str, tuple]:
+        return self._per_field("solver")
+
+    @property
+    def tableau(self) -> dict[str, tuple]:
+        return self._per_field("tableau")
+
+    @property
+    def estimate(self) -> dict[str, tuple]:
+        return self._per_field("estimate")
+
+    @property
+    def ode_diverged_at(self) -> dict[str, tuple]:
+        return self._per_field("ode_diverged_at")
+
+    def replace_field(self, kind: str, **changes: Any) -> SweepResult:
+        """A copy with ``changes`` made to field ``kind``'s :class:`FieldResult`."""
+        fields = dict(self.fields)
+        fields[kind] = dataclasses.replace(fields[kind], **changes)
+        return dataclasses.replace(self, fields=fields)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document of ``convergence.json``."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The JSON document of ``convergence.json`` (version :data:`VERSION`): per
+        quantity a mapping field -> values (the keys of version 1, which hand-written
+        readers use), the schedule under ``schedule``."""
+        d: dict[str, Any] = {"version": VERSION, "config": self.config,
+                             "problem": self.problem, "h": self.h, "N": self.N,
+                             "schedule": self.schedule.to_dict()}
+        for key in _PER_FIELD:
+            d[key] = self._per_field("slope" if key == "slopes" else key)
         d["diverged_at"] = {repr(float(h)): int(n) for h, n in self.diverged_at.items()}
+        d.update(seconds=self.seconds, devices=self.devices, platform=self.platform,
+                 placement=self.placement)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepResult:
-        def arr(x, dtype=float):
-            return np.asarray([np.nan if v is None else v for v in x], dtype)
+        """The result of a ``convergence.json`` document, version 1 or 2; ValueError naming
+        the version if it is newer than this bea reads."""
+        version = d.get("version", 1)
+        if version not in (1, VERSION):
+            raise ValueError(f"result file version {version!r} is not one this bea reads "
+                             f"(1 to {VERSION}); a newer bea wrote it")
+        config = dict(d["config"])
+        h = _floats(d["h"])
+        H = len(h)
+        if version == 1:  # the schedule sat in the config; older files lack some keys
+            facts = {k: config.pop(k, None) for k in _SCHEDULE_KEYS}
+            mini = config.get("batch_size") is not None
+            schedule = Schedule(
+                batching=config.get("batching", "iid"), batch_size=config.get("batch_size"),
+                histories=facts["histories"] or {
+                    k: "direct" if mini else "full batch" for k in d["errors"]},
+                distinct_batches=facts["distinct_batches"], left_out=facts["left_out"])
+        else:
+            schedule = Schedule.from_dict(d["schedule"])
 
-        per = {k: {f: arr(v) for f, v in d[k].items()} for k in ("errors", "solver_error")}
-        return cls(config=d["config"], problem=d["problem"], h=arr(d["h"]),
-                   N=np.asarray(d["N"], int), **per,
-                   floor={f: np.asarray(v, bool) for f, v in d["floor"].items()},
-                   outside={f: np.asarray(d.get("outside", {}).get(f, [False] * len(v)), bool)
-                            for f, v in d["floor"].items()},
-                   slopes={f: np.nan if v is None else float(v)
-                           for f, v in d["slopes"].items()},
-                   local_slopes={f: arr(v) for f, v in d["local_slopes"].items()},
-                   solver={f: tuple(v) for f, v in d["solver"].items()},
-                   tableau={f: tuple(v) for f, v in d["tableau"].items()},
-                   estimate={f: tuple(v) for f, v in d["estimate"].items()},
+        def flags(key, kind):  # 'outside' and 'few_steps' are absent from older files
+            return np.asarray(d.get(key, {}).get(kind, [False] * H), bool)
+
+        fields = {k: FieldResult(
+            errors=_floats(d["errors"][k]), solver_error=_floats(d["solver_error"][k]),
+            floor=np.asarray(d["floor"][k], bool), outside=flags("outside", k),
+            few_steps=flags("few_steps", k),
+            slope=np.nan if d["slopes"][k] is None else float(d["slopes"][k]),
+            local_slopes=_floats(d["local_slopes"][k]), solver=tuple(d["solver"][k]),
+            tableau=tuple(d["tableau"][k]), estimate=tuple(d["estimate"][k]),
+            ode_diverged_at=tuple(d["ode_diverged_at"][k])) for k in d["errors"]}
+        return cls(config=config, problem=d["problem"], h=h, N=np.asarray(d["N"], int),
+                   fields=fields, schedule=schedule,
                    diverged_at={float(h): int(n) for h, n in d["diverged_at"].items()},
-                   ode_diverged_at={f: tuple(v) for f, v in d["ode_diverged_at"].items()},
                    seconds=float(d["seconds"]), devices=int(d["devices"]),
-                   platform=d["platform"], placement=d.get("placement", ""),
-                   few_steps={f: np.asarray(v, bool)
-                              for f, v in d.get("few_steps", {}).items()})
+                   platform=d["platform"], placement=d.get("placement", ""))
 
     @classmethod
-    def load(cls, path: str) -> SweepResult:
-        """Read ``convergence.json`` (a file, or the directory holding it)."""
+    def load(cls, path: str | os.PathLike) -> SweepResult:
+        """Read ``convergence.json`` (a file, or the directory holding it), version 1 or 2.
+        ValueError naming the path if there is none, or it is not a sweep result."""
+        path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "convergence.json")
-        return cls.from_dict(read_json(path))
+        d = _read(path, "errors")
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, AttributeError) as e:
+            what = repr(e.args[0]) if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{path!r} is not a complete sweep result ({what} missing or "
+                             "malformed)") from None
 
     def csv(self) -> str:
         """One row per h: h, N, then per field its error, floor flag and solver error, then
@@ -129,10 +289,8 @@ class SweepResult:
         return buf.getvalue()
 
     def mark(self, field: str, i: int) -> str:
-        """The table's mark of point ``i`` of ``field``: '*' at the floor, '!' outside the
-        expansion, '<' too few steps, ' ' fitted (the first that applies)."""
-        return ("*" if self.floor[field][i] else "!" if self.outside[field][i] else
-                "<" if self.few_steps[field][i] else " ")
+        """The table's mark of point ``i`` of ``field`` (:meth:`FieldResult.mark`)."""
+        return self.fields[field].mark(i)
 
     def table(self) -> str:
         """The printed table: errors per h and field with their marks (:meth:`mark`), local
@@ -179,9 +337,12 @@ class SweepResult:
 
     def title(self) -> str:
         c = self.config
-        hyper = ", ".join(f"{k}={c[k]}" for k in ("beta", "rho", "eps") if c.get(k) is not None)
-        batch = f"batch {c['batch_size']}" if c.get("batch_size") else "full batch"
-        return f"{c['optimizer']} on {self.problem} ({batch}), {hyper}, T={c['T']}"
+        hyper = {k: c[k] for k in ("beta", "rho", "eps") if c.get(k) is not None}
+        hyper |= (c.get("factory") or {}).get("hyperparameters") or {}
+        told = "".join(f"{k}={v}, " for k, v in hyper.items())
+        B = self.schedule.batch_size
+        batch = f"batch {B}" if B else "full batch"
+        return f"{c['optimizer']} on {self.problem} ({batch}), {told}T={c['T']}"
 
     def plot(self, ax=None):
         """Errors against h on log-log axes, a line per field (x: left out of the fit), with
@@ -192,12 +353,13 @@ class SweepResult:
             ax = plt.subplots(figsize=(5.5, 4.2))[1]
         h = np.asarray(self.h)
         top = []
-        for k, e in self.errors.items():
+        for k, f in self.fields.items():
+            e = f.errors
             ok = np.isfinite(e)
             if ok.any():
-                ax.loglog(h[ok], e[ok], "o-", label=f"{k} (slope {self.slopes[k]:.2f})")
+                ax.loglog(h[ok], e[ok], "o-", label=f"{k} (slope {f.slope:.2f})")
                 top.append(float(e[ok].max()))
-                at = ok & (self.floor[k] | self.outside[k] | self.few_steps[k])
+                at = ok & (f.floor | f.outside | f.few_steps)
                 if at.any():
                     ax.loglog(h[at], e[at], "kx", ms=10)
         if top:
@@ -222,6 +384,17 @@ class SweepResult:
             paths.append(os.path.join(directory, "convergence.png"))
             _save_figure(lambda ax: self.plot(ax), paths[-1], (5.5, 4.2))
         return paths
+
+
+def _read(path: str, key: str) -> dict[str, Any]:
+    """The JSON document at ``path``, which must hold ``key``: ValueError naming the path
+    if there is no such file, it is not valid JSON, or it is not the result asked for."""
+    if not os.path.isfile(path):
+        raise ValueError(f"no result at {path!r}: no such file")
+    d = read_json(path)
+    if not isinstance(d, dict) or key not in d:
+        raise ValueError(f"{path!r} is not a result file of bea (it has no {key!r})")
+    return d
 
 
 def check_directory(directory: str | os.PathLike) -> None:
@@ -289,14 +462,25 @@ class GridResult:
                              f"h={h:g}, step {step})")
         return "\n".join(lines)
 
-    def plot(self, axes):
+    def plot(self, ax=None):
         """A heat map of the fitted slope per field over the grid (the last gridded
-        hyperparameter on the x axis)."""
-        fields = self.results[0].fields
+        hyperparameter on the x axis), one axis per field: ``ax`` an axis (one field) or a
+        sequence of them, one per field; None draws a new figure. Returns the list of
+        axes. ValueError naming the counts if they do not match the fields."""
+        fields = list(self.results[0].fields)
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            ax = plt.subplots(1, len(fields), figsize=(4.2 * len(fields), 3.6),
+                              squeeze=False)[1][0]
+        axes = list(np.atleast_1d(np.asarray(ax, dtype=object)).ravel())
+        if len(axes) != len(fields):
+            raise ValueError(f"{len(axes)} axes for the {len(fields)} fields "
+                             f"{', '.join(fields)}: give one axis per field, or none")
         xs, ys = self.names[-1], self.names[:-1]
         xv = sorted({c[xs] for c in self.params})
         yv = sorted({tuple(c[k] for k in ys) for c in self.params})
-        for ax, f in zip(np.atleast_1d(axes), fields, strict=True):
+        for ax, f in zip(axes, fields, strict=True):
             Z = np.full((len(yv), len(xv)), np.nan)
             for c, r in zip(self.params, self.results, strict=True):
                 Z[yv.index(tuple(c[k] for k in ys)), xv.index(c[xs])] = r.slopes[f]
@@ -312,6 +496,29 @@ class GridResult:
             ax.set_title(f"fitted slope, {f}", fontsize=9)
             ax.figure.colorbar(im, ax=ax)
         return axes
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> GridResult:
+        """Read a grid saved by :meth:`save`: ``grid.json`` and each combination's
+        ``convergence.json`` (version 1 or 2). ValueError naming the path if one is
+        missing or is not a grid result."""
+        directory = os.fspath(directory)
+        index = _read(os.path.join(directory, "grid.json"), "combinations")
+        version = index.get("version", 1)
+        if version not in (1, VERSION):
+            raise ValueError(f"grid file version {version!r} is not one this bea reads "
+                             f"(1 to {VERSION}); a newer bea wrote it")
+        try:
+            members = index["combinations"]
+            results = [SweepResult.load(os.path.join(directory, m["name"])) for m in members]
+            return cls(names=tuple(index["names"]),
+                       params=[dict(m["params"]) for m in members], results=results,
+                       seconds=float(index["seconds"]), devices=int(index["devices"]),
+                       processes=int(index.get("processes", 1)))
+        except (KeyError, TypeError) as e:
+            what = repr(e.args[0]) if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{os.path.join(directory, 'grid.json')!r} is not a complete "
+                             f"grid result ({what} missing or malformed)") from None
 
     def save(self, directory: str, *, plot: bool = False) -> list[str]:
         """One directory per combination (``beta=0.5_rho=0.7/convergence.{json,csv}``),
@@ -329,7 +536,8 @@ class GridResult:
                  for n, c, r in zip(names, self.params, self.results, strict=True)]
         config = {k: v for k, v in self.results[0].config.items() if k not in self.names}
         paths.append(os.path.join(directory, "grid.json"))
-        write_json(paths[-1], {"config": config, "names": list(self.names),
+        write_json(paths[-1], {"version": VERSION, "config": config,
+                               "names": list(self.names),
                                "combinations": index, "seconds": self.seconds,
                                "devices": self.devices, "processes": self.processes})
         if plot:

@@ -145,11 +145,11 @@ def _main(args, main_process: bool) -> int:
         return 0
     first = res.results[0] if grid else res
     print(f"ran on {first.platform} ({first.placement})", file=sys.stderr)
-    c = first.config
-    if c.get("distinct_batches"):
-        kinds = ", ".join(f"{k} {v}" for k, v in c["histories"].items())
-        print(f"epoch schedule: {c['distinct_batches']} batches of {c['batch_size']}, "
-              f"{c['left_out']} example(s) left out; history: {kinds}", file=sys.stderr)
+    s = first.schedule
+    if s.distinct_batches:
+        kinds = ", ".join(f"{k} {v}" for k, v in s.histories.items())
+        print(f"epoch schedule: {s.distinct_batches} batches of {s.batch_size}, "
+              f"{s.left_out} example(s) left out; history: {kinds}", file=sys.stderr)
     if replaced:
         print(f"replacing {', '.join(replaced)} of an earlier run in {args.out}",
               file=sys.stderr)

@@ -19,7 +19,7 @@ from jax.scipy.linalg import expm
 import bea
 from bea import _programs
 from bea import integrate as sv
-from bea.convergence import SweepConfig, _solve_measured
+from bea.convergence import SolvePolicy, SweepConfig
 from bea.problems import bilinear, make_problem
 
 PROB = bilinear()  # one loss function: one compilation for all the runs below
@@ -79,43 +79,79 @@ def _linear(lam):
     return lambda n, y: A @ y, A
 
 
-def _measured(lam, h=0.05, N=80, trust=None):
-    """_solve_measured on d y/dt = A y with a stand-in discrete path far from it."""
-    f, A = _linear(lam)
-    y0 = jnp.array([1.0, 0.5])
-    exact = np.stack([np.asarray(expm(A * h * n) @ y0) for n in range(N + 1)])
-    disc = 1.1 * exact + 1.0
+class _LinearRun:
+    """A bea.convergence.FieldRun of d y/dt = A y (one combination), counting its solves."""
 
-    def call(method, tableau, substeps):
+    def __init__(self, lam, h=0.05, N=80, kind="order1"):
+        self.f, self.A = _linear(lam)
+        self.kind, self.N, self.h, self.y0 = kind, N, h, jnp.array([1.0, 0.5])
+        self.calls = []
+
+    def paths(self, method, tableau, substeps):
+        self.calls.append((method, tableau, int(substeps)))
         if method == "adaptive":
-            ys, e = sv.solve_with_error(f, y0, h, N)
+            ys, e = sv.solve_with_error(self.f, self.y0, self.h, self.N)
         else:
-            ys, e = sv.solve_fixed(f, y0, h, N, substeps=substeps,
+            ys, e = sv.solve_fixed(self.f, self.y0, self.h, self.N, substeps=substeps,
                                    solver=sv.TABLEAUS[tableau](), return_error=True)
-        return ys[None], e[None]
+        return np.array(ys)[None], np.array(e)[None]
 
-    trust = [dict(trust or {})]
-    return _solve_measured(call, disc[None], N, "auto", trust, [True])[0], trust[0]
+    def check_start(self):
+        raise AssertionError("the linear flow is finite")
+
+    def disc(self):
+        """A stand-in discrete path far from the flow."""
+        exact = np.stack([np.asarray(expm(self.A * self.h * n) @ self.y0)
+                          for n in range(self.N + 1)])
+        return (1.1 * exact + 1.0)[None]
+
+
+def _measured(policy, lam, kind="order1"):
+    run = _LinearRun(lam, kind=kind)
+    return policy.solve(run, run.disc(), [True])[0], run.calls
 
 
 def test_embedded_bound_is_checked_and_expansion_caught():
     """The embedded bound does not propagate errors: on a flow that expands them (lambda =
     6 over T = 4, a factor e^24) Dopri5's under-estimates the error, the check by halving
     says so, and the halving measurement is what gets reported. On the contracting flow
-    the bound passes its check and is then trusted; a failed one is never used."""
-    ok, trust = _measured(0.0)
-    assert trust == {"dopri5": True} and ok.estimate == "halving"
-    bad, trust = _measured(6.0)
-    assert trust == {"dopri5": False}
+    the bound passes its check and is then trusted by the same policy (one solve, no
+    halving); a failed one is never used. The trust is the policy's, per field."""
+    policy = SolvePolicy("auto")
+    ok, calls = _measured(policy, 0.0)
+    assert policy.trust("order1") == [{"dopri5": True}] and ok.estimate == "halving"
+    assert calls == [("fixed", "dopri5", 1), ("fixed", "dopri5", 2)]
+    trusted, calls = _measured(policy, 0.0)
+    assert trusted.estimate == "embedded" and calls == [("fixed", "dopri5", 1)]
+    assert trusted.error == ok.error and trusted.solver_error >= ok.solver_error  # the bound
+    policy.trust("order1")[0]["dopri5"] = False  # a copy: the policy's state is its own
+    assert policy.trust("order1") == [{"dopri5": True}]
+
+    bad, _ = _measured(policy, 6.0, kind="order0")
+    assert policy.trust("order0") == [{"dopri5": False}]
     assert bad.tableau == "dopri5" and bad.estimate == "halving"
     f, _ = _linear(6.0)
     bound = sv.solve_fixed(f, jnp.array([1.0, 0.5]), 0.05, 80, solver=sv.TABLEAUS["dopri5"](),
                            return_error=True)[1]
     assert bad.solver_error > float(bound)  # what the bound alone would have hidden
-    trusted, trust = _measured(0.0, trust={"dopri5": True})
-    assert trusted.estimate == "embedded" and trust == {"dopri5": True}
-    distrusted, _ = _measured(0.0, trust={"dopri5": False})  # failed before: measure
-    assert distrusted.estimate == "halving"
+    distrusted, calls = _measured(policy, 0.0, kind="order0")  # failed before: measure
+    assert distrusted.estimate == "halving" and ("fixed", "dopri5", 2) in calls
+    assert policy.trust("order0") == [{"dopri5": False}]  # the first check stands
+
+
+def test_solve_policy_attempts_in_order():
+    """'fixed' tries Dopri5 then Dopri8; 'adaptive' one refined adaptive solve; the policy
+    refuses an unknown solver by name. A diverged combination gets the NaN point."""
+    assert SolvePolicy("fixed").attempts == (("fixed", "dopri5"), ("fixed", "dopri8"))
+    assert SolvePolicy("auto").attempts[-1] == ("adaptive", None)
+    p, calls = _measured(SolvePolicy("adaptive"), 0.0)
+    assert calls == [("adaptive", None, 1)] and p.estimate == "refined"
+    assert (p.solver, p.tableau) == ("adaptive", None) and not p.floor
+    with pytest.raises(ValueError, match="unknown solver 'rk4'"):
+        SolvePolicy("rk4")
+    run = _LinearRun(0.0)
+    dead = SolvePolicy("auto").solve(run, run.disc(), [False])[0]
+    assert np.isnan(dead.error) and dead.solver is None and run.calls == []
 
 
 def test_minibatch_window_changes_no_reported_digit(monkeypatch):
@@ -157,13 +193,15 @@ def test_grouped_history_sweep_reports_the_direct_errors():
                for hist in ("direct", "grouped", "auto")}
         for k in ("order0", "order1"):
             assert rel(res["grouped"].errors[k], res["direct"].errors[k]) < 1e-9
-        assert res["auto"].config["histories"] == {"order0": "grouped", "order1": "grouped"}
-        assert res["direct"].config["histories"]["order1"] == "direct"
-        assert res["grouped"].config["distinct_batches"] == 8
-        assert res["grouped"].config["left_out"] == 0
+        assert res["auto"].schedule.histories == {"order0": "grouped", "order1": "grouped"}
+        assert res["direct"].schedule.histories["order1"] == "direct"
+        assert res["grouped"].schedule.distinct_batches == 8
+        assert res["grouped"].schedule.left_out == 0
+        assert (res["grouped"].schedule.batching, res["grouped"].schedule.batch_size) == (
+            "epoch", 32)
     odd = run_sweep(prob, optimizer="adam", h=[0.1], T=0.2, batch_size=24, batching="epoch",
                     beta=0.5, rho=0.7, eps=1e-3)
-    assert odd.config["left_out"] == 256 - 10 * 24  # whole batches only, the rest counted
+    assert odd.schedule.left_out == 256 - 10 * 24  # whole batches only, the rest counted
     for kw, needle in ((dict(history="grouped"), "needs the epoch schedule"),
                        (dict(batching="cyclic"), "unknown batching 'cyclic'"),
                        (dict(optimizer="gd", batching="epoch", history="grouped"), "'gd'"),
@@ -298,6 +336,61 @@ def test_numpy_scalars_are_numbers():
     assert type(c.batch_size) is int and type(c.seed) is int
     assert SweepConfig(h=np.float32(0.1), T=np.int64(1)).h == (0.1,)
     json.dumps(c.to_dict())  # plain Python numbers: the result JSON writes them
+
+
+def test_config_round_trips_through_its_dict():
+    """SweepConfig.from_dict(to_dict()) is the config, through JSON too, and a result's
+    config (hyperparameters of its combination included) gives the config it ran."""
+    c = SweepConfig(optimizer="rmsprop", h=[0.01, 0.02], T=0.2, rho=0.7, eps=1e-3,
+                    batch_size=8, batching="epoch", fields=["order1"], solver="fixed")
+    assert SweepConfig.from_dict(c.to_dict()) == c
+    assert SweepConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert SweepConfig.from_dict(c.to_dict() | {"extra": 1}, rho=0.9).rho == 0.9
+    f = SweepConfig(optimizer=lambda lr: optax.sgd(lr), optimizer_name="sgd0", T=1.0)
+    assert f.to_dict()["optimizer"] == "sgd0" and "optimizer_name" not in f.to_dict()
+    back = SweepConfig.from_dict(f.to_dict(), optimizer=f.optimizer)
+    assert back == f and back.optimizer_name == "sgd0"
+    for kw, needle in ((dict(optimizer="adam", optimizer_name="x"), "has its name"),
+                       (dict(optimizer=optax.sgd, optimizer_name=""), "non-empty string")):
+        with pytest.raises(ValueError, match=needle):
+            SweepConfig(T=1.0, **kw)
+
+
+def test_optimizer_factories_are_recorded_never_as_lambda():
+    """A result swept with a factory records what the factory tells: a functools.partial
+    its keywords and name, optax.inject_hyperparams its state's hyperparameters, a named
+    function its name, the transformations its state shows; a lambda is named by
+    optimizer_name, or recorded as 'unnamed factory' with a warning saying what to pass."""
+    import functools
+
+    kw = dict(h=[0.01], T=0.08, fields=["order0"])
+    part = bea.sweep(PROB.loss, PROB.theta0, PROB.data, **kw,
+                     optimizer=functools.partial(optax.adam, b1=0.5, b2=0.7, eps=1e-3))
+    assert part.config["optimizer"] == "adam"
+    assert part.config["factory"] == {"hyperparameters": {"b1": 0.5, "b2": 0.7, "eps": 1e-3},
+                                      "transforms": ["scale_by_adam"]}
+    assert "b1=0.5, b2=0.7, eps=0.001, T=0.08" in part.title()
+    injected = bea.sweep(
+        PROB.loss, PROB.theta0, PROB.data, **kw, optimizer_name="adam, injected",
+        optimizer=lambda lr: optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=0.5,
+                                                                  b2=0.7, eps=1e-3))
+    told = injected.config["factory"]["hyperparameters"]
+    assert injected.config["optimizer"] == "adam, injected"
+    assert (told["b1"], told["b2"], told["eps"]) == (0.5, 0.7, 1e-3)
+    assert "learning_rate" not in told
+    np.testing.assert_array_equal(injected.errors["order0"], part.errors["order0"])
+
+    def heavy(lr):
+        return optax.sgd(lr, momentum=0.5)
+
+    named = bea.sweep(PROB.loss, PROB.theta0, PROB.data, **kw, optimizer=heavy)
+    assert named.config["optimizer"] == "heavy"
+    assert named.config["factory"] == {"hyperparameters": None, "transforms": ["trace"]}
+    with pytest.warns(UserWarning, match="pass optimizer_name="):
+        anon = bea.sweep(PROB.loss, PROB.theta0, PROB.data, **kw,
+                         optimizer=lambda lr: optax.sgd(lr, momentum=0.5))
+    assert anon.config["optimizer"] == "unnamed factory"
+    assert "<lambda>" not in json.dumps(anon.config)
 
 
 def test_config_is_normalised():

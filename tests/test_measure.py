@@ -68,3 +68,24 @@ def test_exact_zero_error_is_at_round_off_not_outside():
 def test_too_few_steps():
     assert [measure.too_few_steps(N) for N in (1, 2, 4, 7, 8, 64)] == [True] * 4 + [False] * 2
     assert measure.MIN_STEPS == 8  # docs/orders.md's smallest N: its fits must not change
+
+
+def test_point_flags_the_error_against_solver_and_round_off():
+    """measure.point: the floor flag against the solver error and the discrete path's
+    round-off floor, the outside flag against the flow's travel, and the first non-finite
+    row of the modified path."""
+    disc = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    ode = disc + 1e-3
+    err = measure.global_error(ode, disc)
+    p = measure.point(ode, disc, err, 1e-9, "fixed", "dopri5", "embedded")
+    assert (p.error, p.solver_error, p.floor, p.outside) == (err, 1e-9, False, False)
+    assert (p.solver, p.tableau, p.estimate, p.ode_diverged_at) == (
+        "fixed", "dopri5", "embedded", None)
+    assert measure.point(ode, disc, err, err / 5, "fixed", "dopri5", "halving").floor
+    still = np.ones((3, 2))  # a flow that does not move: any error is outside
+    assert measure.point(still, disc, 1.0, 1e-9, "adaptive", None, "refined").outside
+    blown = ode.copy()
+    blown[2, 1] = np.inf
+    assert measure.point(blown, disc, np.nan, 1e-9, "fixed", "dopri5",
+                         "halving").ode_diverged_at == 2
+    assert np.isnan(measure.NAN_POINT.error) and measure.NAN_POINT.solver is None

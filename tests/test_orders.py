@@ -59,7 +59,7 @@ def test_minibatch_long_memory_epoch_orders():
     r = run_sweep(mlp(num_examples=128), optimizer="adam", h=[2.5e-4, 1.25e-4, 6.25e-5],
                   T=0.05, fields=["order0", "order1"], beta=0.9, rho=0.95, eps=1e-6,
                   batch_size=16, batching="epoch")
-    assert r.config["histories"] == {"order0": "grouped", "order1": "grouped"}
+    assert r.schedule.histories == {"order0": "grouped", "order1": "grouped"}
     assert r.local_slopes["order1"][-1] >= 1.8 and r.slopes["order1"] >= 1.75
     assert all(0.85 <= s <= 1.15 for s in r.local_slopes["order0"])
     assert not any(r.floor["order1"])

@@ -1,17 +1,42 @@
-"""bea.result: the typed results, their files (JSON that reads back, CSV, PNG), tables and
-grid member names that round-trip the values."""
+"""bea.result: the typed results, their files (JSON that reads back, version 1 included,
+CSV, PNG), tables and grid member names that round-trip the values."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 from _helpers import run_sweep
 
 import bea
+from bea._io import jsonable
 from bea.problems import bilinear
-from bea.result import SweepResult, member_name
+from bea.result import FieldResult, GridResult, Schedule, SweepResult, member_name
 
 PROB = bilinear()
+V1 = os.path.join(os.path.dirname(__file__), "data", "result_v1")
+
+
+def assert_same(a: SweepResult, b: SweepResult, timing: bool = True):
+    """Every measured value of ``a`` equals that of ``b``, bit for bit (NaN equal to NaN),
+    the configuration as JSON writes it."""
+    assert list(a.fields) == list(b.fields) and a.problem == b.problem
+    np.testing.assert_array_equal(a.h, b.h)
+    np.testing.assert_array_equal(a.N, b.N)
+    for k, f in a.fields.items():
+        g = b.fields[k]
+        assert isinstance(f, FieldResult)
+        for name in ("errors", "solver_error", "floor", "outside", "few_steps",
+                     "local_slopes"):
+            np.testing.assert_array_equal(getattr(f, name), getattr(g, name), err_msg=name)
+        np.testing.assert_array_equal(f.slope, g.slope)
+        for name in ("solver", "tableau", "estimate", "ode_diverged_at"):
+            assert getattr(f, name) == getattr(g, name), name
+    assert a.schedule == b.schedule and a.diverged_at == b.diverged_at
+    assert json.loads(json.dumps(a.config)) == json.loads(json.dumps(b.config))
+    if timing:
+        assert (a.seconds, a.devices, a.platform, a.placement) == (
+            b.seconds, b.devices, b.platform, b.placement)
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +49,8 @@ def test_save_and_load_round_trip(res, tmp_path):
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
         "convergence.csv", "convergence.json", "convergence.png"]
     back = SweepResult.load(str(tmp_path))
-    for k in res.fields:
-        np.testing.assert_array_equal(back.errors[k], res.errors[k])
-        np.testing.assert_array_equal(back.floor[k], res.floor[k])
-        assert back.slopes[k] == res.slopes[k]
-    assert back.config == json.loads(json.dumps(res.config)) and back.problem == "bilinear"
+    assert_same(back, res)
+    assert json.loads((tmp_path / "convergence.json").read_text())["version"] == 2
     rows = (tmp_path / "convergence.csv").read_text().splitlines()
     assert rows[0].startswith("h,N,error_order0") and len(rows) == 3
     assert float(rows[1].split(",")[2]) == res.errors["order0"][0]  # repr: bit for bit
@@ -67,14 +89,13 @@ def test_grid_names_are_unique_and_round_trip(tmp_path):
 def test_legend_lists_only_the_marks_shown(res):
     """A point both at the floor and outside shows '*' only: the '!' legend must not be
     printed for a mark no point carries; '<' (too few steps) gets its legend when shown."""
-    import dataclasses
-
     both = {k: np.array([True, False]) for k in res.fields}
-    r = dataclasses.replace(res, floor=both, outside=both)
+    r = res.replace_field("order0", floor=both["order0"], outside=both["order0"])
+    r = r.replace_field("order1", floor=both["order1"], outside=both["order1"])
     t = r.table()
     assert "* at the solver/round-off floor" in t and "! as large" not in t
     assert "!" not in "".join(t.splitlines()[1:3])
-    few = dataclasses.replace(res, few_steps={k: np.array([True, False]) for k in res.fields})
+    few = res.replace_field("order1", few_steps=np.array([True, False]))
     t = few.table()
     assert "< fewer than 8 steps" in t and "* at" not in t and "<" in t.splitlines()[1]
     plain = res.table()
@@ -82,9 +103,7 @@ def test_legend_lists_only_the_marks_shown(res):
 
 
 def test_few_steps_round_trip_and_older_files(res, tmp_path):
-    import dataclasses
-
-    r = dataclasses.replace(res, few_steps={k: np.array([True, False]) for k in res.fields})
+    r = res.replace_field("order1", few_steps=np.array([True, False]))
     r.save(str(tmp_path))
     back = SweepResult.load(str(tmp_path))
     np.testing.assert_array_equal(back.few_steps["order1"], [True, False])
@@ -112,3 +131,104 @@ def test_save_into_a_file_names_the_path(res, tmp_path):
         g.save(str(tmp_path / "grid"))
     assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == ["beta=0.5"]
     assert f.read_text() == "x"
+
+
+def test_per_field_views_are_the_field_results(res):
+    f = res.fields["order1"]
+    assert isinstance(f, FieldResult) and res.errors["order1"] is f.errors
+    assert res.slopes == {k: r.slope for k, r in res.fields.items()}
+    assert res.local_slopes["order1"] is f.local_slopes and len(f.local_slopes) == 1
+    assert res.schedule == Schedule("iid", None, {"order0": "full batch",
+                                                  "order1": "full batch"})
+
+
+def test_version_1_files_read_to_the_values_of_todays_runs():
+    """tests/data/result_v1 was written before the version field (the schedule in the
+    config): a file loads to the values a sweep measures now, bit for bit, and every value
+    of a mini-batch file (its schedule from the old config) is the one written."""
+    old = SweepResult.load(os.path.join(V1, "diverged"))
+    new = run_sweep(PROB, optimizer="gd", h=[0.2, 0.02], T=2.0, fields=["order0", "order1"])
+    assert_same(old, new, timing=False)
+    assert old.diverged_at == {0.2: 7} and "histories" not in old.config
+    old = SweepResult.load(os.path.join(V1, "epoch"))
+    doc = json.loads(open(os.path.join(V1, "epoch", "convergence.json")).read())
+    assert "version" not in doc and doc["config"]["histories"]
+    back = old.to_dict()
+    assert back["version"] == 2 and back["schedule"] == {
+        "batching": "epoch", "batch_size": 16, "histories": doc["config"]["histories"],
+        "distinct_batches": 4, "left_out": 0}
+    assert json.loads(json.dumps(back["config"])) == {
+        k: v for k, v in doc["config"].items()
+        if k not in ("histories", "distinct_batches", "left_out")}
+    rest = {k: v for k, v in jsonable(back).items() if k not in ("version", "schedule",
+                                                                  "config")}
+    assert rest == {k: v for k, v in doc.items() if k != "config"}  # every other value
+
+
+def test_version_1_grid_loads_and_rewrites_as_version_2(tmp_path):
+    g = GridResult.load(os.path.join(V1, "grid"))
+    index = json.loads(open(os.path.join(V1, "grid", "grid.json")).read())
+    assert g.names == ("beta",) and [c["beta"] for c in g.params] == [0.5, 0.6]
+    assert [r.slopes for r in g.results] == [c["slopes"] for c in index["combinations"]]
+    member = json.loads(open(os.path.join(V1, "grid", "beta=0.6", "convergence.json")).read())
+    assert list(g.results[1].errors["order1"]) == member["errors"]["order1"]
+    assert g.results[1].schedule.histories == {"order1": "full batch"}
+    assert (g.seconds, g.devices, g.processes) == (index["seconds"], 1, 1)
+    g.save(str(tmp_path / "v2"))
+    back = GridResult.load(tmp_path / "v2")
+    assert json.loads((tmp_path / "v2" / "grid.json").read_text())["version"] == 2
+    assert back.params == g.params and back.seconds == g.seconds
+    for a, b in zip(back.results, g.results, strict=True):
+        assert_same(a, b)
+
+
+def test_loading_what_is_not_a_result_names_the_path(res, tmp_path):
+    for path, needle in ((tmp_path / "nowhere", "no result at"),
+                         (tmp_path / "nowhere" / "convergence.json", "no such file")):
+        with pytest.raises(ValueError, match=needle) as e:
+            SweepResult.load(path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="grid.json"):
+        GridResult.load(tmp_path)
+    (tmp_path / "grid.json").write_text('{"combinations": [{"params": {}}]}')
+    with pytest.raises(ValueError, match="not a complete grid result \\('name'"):
+        GridResult.load(tmp_path)
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="not a result file of bea"):
+        SweepResult.load(tmp_path / "other.json")
+    res.save(str(tmp_path / "r"))
+    doc = json.loads((tmp_path / "r" / "convergence.json").read_text())
+    with pytest.raises(ValueError, match="version 3"):
+        SweepResult.from_dict(doc | {"version": 3})
+    del doc["schedule"]
+    (tmp_path / "r" / "convergence.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not a complete sweep result \\('schedule'"):
+        SweepResult.load(tmp_path / "r")
+
+
+def test_grid_plot_draws_its_own_axes_or_the_given_ones(res):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = GridResult(("beta",), [{"beta": 0.5}, {"beta": 0.6}], [res, res], 0.0, 1)
+    axes = g.plot()
+    assert len(axes) == 2 and axes[0].get_title() == "fitted slope, order0"
+    fig, two = plt.subplots(1, 2)
+    assert list(g.plot(two)) == list(two) and two[1].get_title() == "fitted slope, order1"
+    one = GridResult(("beta",), [{"beta": 0.5}], [only_order1(res)], 0.0, 1)
+    ax = plt.subplots()[1]
+    assert one.plot(ax) == [ax] and ax.get_title() == "fitted slope, order1"
+    with pytest.raises(ValueError, match="1 axes for the 2 fields order0, order1"):
+        g.plot(ax)
+    plt.close("all")
+    assert res.plot().get_title() == res.title()  # SweepResult.plot(ax=None) alike
+    plt.close("all")
+
+
+def only_order1(res):
+    """``res`` with only its order1 field."""
+    import dataclasses
+
+    return dataclasses.replace(res, fields={"order1": res.fields["order1"]})

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from bea.fields._history import ema_all, grad_history, hvp_history, suffix_sum
+from bea.fields._history import Direct, ema_all, suffix_sum
 
 __all__ = ["R", "P", "P_bar", "field"]
 
@@ -39,21 +39,23 @@ def _rho_weights(rho, n, K):
 
 def R(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
     """R^(n)(theta) = sqrt(sum_{k<=n} rho^(n-k)(1-rho) g_k^2 + eps) of Theorem 3.3."""
-    return _R_all(grad_history(loss, theta, batches), rho, eps)[n]
+    return _R_all(Direct(loss, batches).grads(theta), rho, eps)[n]
 
 
 def P(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
     """P^(n) of Theorem 3.3."""
-    G = grad_history(loss, theta, batches)
+    hist = Direct(loss, batches)
+    G = hist.grads(theta)
     S = suffix_sum(G / _R_all(G, rho, eps), n)
-    return _rho_weights(rho, n, G.shape[0]) @ (G * hvp_history(loss, theta, batches, S))
+    return _rho_weights(rho, n, G.shape[0]) @ (G * hist.grads_and_hvps(theta, 0, S)[1])
 
 
 def P_bar(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
     """Pbar^(n) of Theorem 3.3."""
-    G = grad_history(loss, theta, batches)
+    hist = Direct(loss, batches)
+    G = hist.grads(theta)
     un = (G / _R_all(G, rho, eps))[n]
-    HU = hvp_history(loss, theta, batches, jnp.broadcast_to(un, G.shape))
+    HU = hist.grads_and_hvps(theta, 0, jnp.broadcast_to(un, G.shape))[1]
     return _rho_weights(rho, n, G.shape[0]) @ (G * HU)
 
 

@@ -9,16 +9,17 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
-from bea.fields._history import ema_all, grad_history, hvp_history, one_minus_pow, suffix_sum
+from bea._hvp import hvp
+from bea.fields._history import Direct, ema_all, one_minus_pow, suffix_sum
 
 __all__ = ["gd_field", "gamma", "heavy_ball_field", "heavy_ball_minibatch_field",
            "example_3_5_field", "example_3_8_field"]
 
 
 def _g_Hg(loss, theta):
-    grad = jax.grad(loss)
-    g = grad(theta)
-    return g, jax.jvp(grad, (theta,), (g,))[1]
+    """g and H g: one gradient and one Hessian-vector product (:func:`bea._hvp.hvp`)."""
+    g = jax.grad(loss)(theta)
+    return g, hvp(loss, theta, g)[1]
 
 
 def gd_field(loss: Callable, h, *, order: int = 1, batches: PyTree | None = None):
@@ -26,9 +27,10 @@ def gd_field(loss: Callable, h, *, order: int = 1, batches: PyTree | None = None
 
     With ``batches``, step n uses batch n (memoryless, so the field is the same per step)."""
 
+    hist = None if batches is None else Direct(loss, batches)
+
     def f(n, theta):
-        E = loss if batches is None else (
-            lambda t: loss(t, jax.tree_util.tree_map(lambda b: b[n], batches)))
+        E = loss if hist is None else hist.loss_at(n)
         if order == 0:
             return -jax.grad(E)(theta)
         g, Hg = _g_Hg(E, theta)
@@ -71,15 +73,17 @@ def heavy_ball_minibatch_field(loss: Callable, batches: PyTree, h, beta, *, orde
 
     with identical batches it reduces to Ghosh et al.'s gamma_n form."""
 
+    hist = Direct(loss, batches)
+
     def f(n, theta):
-        G = grad_history(loss, theta, batches)
+        G = hist.grads(theta)
         K = G.shape[0]
         m = ema_all(G, beta) / (1 - beta)  # sum_{k<=l} beta^(l-k) g_k
         mn = m[n]
         if order == 0:
             return -mn
         D = suffix_sum(m, n)
-        HV = hvp_history(loss, theta, batches, D + 0.5 * mn)
+        HV = hist.grads_and_hvps(theta, 0, D + 0.5 * mn)[1]
         k = jnp.arange(K)
         w = jnp.where(k <= n, jnp.asarray(beta, dtype=float) ** jnp.maximum(n - k, 0), 0.0)
         return -mn - h * (w @ HV)

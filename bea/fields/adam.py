@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from bea.fields import full_batch
 from bea.fields._grouped import grouped_field
 from bea.fields._history import (
     Direct,
@@ -34,7 +35,8 @@ from bea.fields._window import window_length
 from bea.problems import Grouped
 from bea.typing import Field
 
-__all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field"]
+__all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field", "order0", "order1",
+           "order1_typo", "limit"]
 
 
 
@@ -226,3 +228,33 @@ def field(
         return -Mn / Rn + h * (Mn * two_P_plus_P_bar / (2 * Rn**3) - two_L_plus_L_bar / L_den)
 
     return f
+
+
+# The closed-form builders of the registry entry "adam" (bea.optimizer_registry.Builder: one
+# signature for every kind, full batch when batches is None).
+
+
+def _builder(order: int, variant: str = "paper", limit: bool = False) -> Callable[..., Field]:
+    def build(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+        del num_steps  # Adam's sums close in c_a(n) (full batch) or walk the history itself
+        if batches is not None:
+            if limit:
+                raise ValueError("field 'limit' is the full-batch large-n limit (8); it has "
+                                 "no mini-batch form")
+            return field(loss, batches, h, beta, rho, eps, order=order, variant=variant)
+        if limit:
+            return full_batch.adam_limit_field(loss, h, beta, rho, eps)
+        return full_batch.adam_field(loss, h, beta, rho, eps, order=order, variant=variant)
+
+    return build
+
+
+order0 = _builder(0)
+order0.__doc__ = "Adam's zeroth-order field -M/R (Theorem 3.6, h -> 0; full batch: Remark 3.7)."
+order1 = _builder(1)
+order1.__doc__ = "Adam's first-order field: Theorem 3.6 (mini-batch), Remark 3.7 (full batch)."
+order1_typo = _builder(1, "typo")
+order1_typo.__doc__ = "Theorem 3.6 / Remark 3.7 with the typeset R^3 under the L term (ablation)."
+limit = _builder(1, limit=True)
+limit.__doc__ = "Equation (8): the large-n limit of Remark 3.7 (full batch only)."

@@ -11,9 +11,11 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from bea._hvp import hvp
 from bea.fields._history import Direct, ema_all, one_minus_pow, suffix_sum
+from bea.typing import Field
 
 __all__ = ["gd_field", "gamma", "heavy_ball_field", "heavy_ball_minibatch_field",
-           "example_3_5_field", "example_3_8_field"]
+           "example_3_5_field", "example_3_8_field", "gd_order0", "gd_order1",
+           "heavy_ball_order0", "heavy_ball_order1", "heavy_ball_limit"]
 
 
 def _g_Hg(loss, theta):
@@ -115,3 +117,41 @@ def example_3_8_field(loss: Callable, h, beta, eps):
         return -(g + h / (2 * s) * (1 + beta) / (1 - beta) * Hg) / s
 
     return f
+
+
+# The closed-form builders of the registry entries "gd" and "heavy_ball"
+# (bea.optimizer_registry.Builder: one signature for every kind, full batch when batches is
+# None).
+
+
+def gd_order0(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+    """GD's zeroth-order field -g_n."""
+    return gd_field(loss, h, order=0, batches=batches)
+
+
+def gd_order1(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+    """Barrett and Dherin's -g_n - (h/2) H_n g_n."""
+    return gd_field(loss, h, order=1, batches=batches)
+
+
+def _heavy_ball(order: int, limit: bool = False):
+    def build(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+        if batches is None:
+            return heavy_ball_field(loss, h, beta, order=order, limit=limit)
+        if limit:
+            raise ValueError("field 'limit' is the full-batch large-n limit; it has no "
+                             "mini-batch form")
+        return heavy_ball_minibatch_field(loss, batches, h, beta, order=order)
+
+    return build
+
+
+heavy_ball_order0 = _heavy_ball(0)
+heavy_ball_order0.__doc__ = "Heavy ball's zeroth-order field -m_n (full batch: Ghosh et al.)."
+heavy_ball_order1 = _heavy_ball(1)
+heavy_ball_order1.__doc__ = "Ghosh et al.'s first-order field (mini-batch: docs/math.md, sec. 5)."
+heavy_ball_limit = _heavy_ball(1, limit=True)
+heavy_ball_limit.__doc__ = "Ghosh et al.'s n -> infinity form (full batch only)."

@@ -211,9 +211,9 @@ class SweepConfig:
 
     def groups(self, kind: str) -> bool:
         """Whether field ``kind`` can walk a history grouped by distinct batch (docs/math.md,
-        section 7): the closed-form Theorem 3.6 and 3.3 fields of mini-batch Adam and RMSProp."""
-        return (self.batching == "epoch" and self.optimizer in ("adam", "rmsprop")
-                and registry.field_engine(kind, self.engine) == "closed")
+        section 7): a closed form of a registry entry that says ``grouped`` (Theorems 3.6 and
+        3.3: Adam and RMSProp)."""
+        return self.batching == "epoch" and registry.groups(self.optimizer, kind, self.engine)
 
     @property
     def N(self) -> tuple[int, ...]:

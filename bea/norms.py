@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from bea._hvp import hvp
+
 __all__ = [
     "perturbed_one_norm",
     "one_norm",
@@ -51,13 +53,12 @@ def grad_perturbed_one_norm(
 ) -> Float[Array, " p"]:
     """nabla_theta ||nabla E(theta)||_{1,eps} = H(theta) (g / sqrt(g^2 + eps)).
 
-    One gradient and one Hessian-vector product (forward-over-reverse), the
-    quantity written nabla_j ||nabla E||_{1,eps} in Remarks 3.4 and 3.7.
+    One gradient and one Hessian-vector product (forward-over-reverse, :func:`bea._hvp.hvp`),
+    the quantity written nabla_j ||nabla E||_{1,eps} in Remarks 3.4 and 3.7.
     """
-    grad = jax.grad(loss)
-    g = grad(theta)
+    g = jax.grad(loss)(theta)
     u = g / jnp.sqrt(jnp.square(g) + eps)
-    return jax.jvp(grad, (theta,), (u,))[1]
+    return hvp(loss, theta, u)[1]
 
 
 def correction_coefficient(h, beta, rho):

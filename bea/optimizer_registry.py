@@ -1,5 +1,6 @@
-"""The one registry of optimizers by name: how to build each, its capabilities, and the
-ones refused. The command line's help, the checks and the tests all read it.
+"""The one registry of optimizers by name: how to build each, its capabilities, its
+closed-form fields, and the ones refused. The command line's help, the checks, the field
+dispatch (:func:`bea.fields.make_field`) and the tests all read it.
 
 Each entry maps a name to ``make(lr, beta, rho, eps)``, an optax ``GradientTransformation``
 whose update is linear in ``lr``: the discrete iteration is ``make(h, ...)`` run by
@@ -7,9 +8,15 @@ whose update is linear in ``lr``: the discrete iteration is ``make(h, ...)`` run
 (:func:`bea.fields.generic.modified_field`) takes ``make(1.0, ...)``, whose update is F_n
 (docs/math.md, section 5). Hyperparameters map as: beta = first-moment / momentum decay,
 rho = second-moment decay, eps = the numerical-stability constant. Four entries have the
-paper's closed-form fields (``closed_form``, with the kinds in ``fields``); every entry,
-and any user factory ``lr -> GradientTransformation`` that passes :func:`check_factory`,
-has the generic engine's :data:`GENERIC_FIELDS`.
+paper's closed-form fields: ``Spec.closed`` maps each field kind to its builder (a
+:data:`Builder`, named as ``"module:function"`` so that this module imports nothing of
+:mod:`bea.fields`: the import direction is fields -> registry, never the reverse), and
+``Spec.grouped`` says whether those builders take a history grouped by distinct batch
+(docs/math.md, section 7). :func:`bea.fields.make_field` is a lookup in ``Spec.closed`` and
+refuses, by name, any kind an entry lacks. Every entry, and any user factory
+``lr -> GradientTransformation`` that passes :func:`check_factory`, has the generic engine's
+:data:`GENERIC_FIELDS`. Adding a closed-form optimizer is one module of builders and one
+entry here (docs/fields.md, "Adding a closed-form optimizer").
 
 The construction needs a smooth update (F_n of class C^2 in the gradients and
 parameters). Sign-based (lion, signum, sign_sgd, yogi), max-based (amsgrad, adamax,
@@ -24,7 +31,8 @@ appendix); they are accepted, and the caller chooses such a regime.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple
 
 import jax
@@ -36,9 +44,11 @@ from jaxtyping import Array, Float, PyTree
 
 from bea import optimizers as _opt
 
-__all__ = ["Spec", "REGISTRY", "REFUSED", "FIELDS", "GENERIC_FIELDS", "WEIGHT_DECAY",
-           "NAMES", "CLOSED_FORM", "check", "check_fields", "engine_for", "field_engine",
-           "transformation", "check_factory", "check_smooth", "SmoothnessWarning"]
+__all__ = ["Spec", "Builder", "REGISTRY", "REFUSED", "FIELDS", "CLOSED_FIELDS",
+           "GENERIC_FIELDS", "WEIGHT_DECAY", "NAMES", "CLOSED_FORM", "GROUPED", "check",
+           "check_spec", "check_fields", "engine_for", "field_engine", "groups",
+           "transformation", "check_factory", "check_smooth",
+           "SmoothnessWarning"]
 
 WEIGHT_DECAY = 0.1
 """The decoupled weight decay of ``adamw`` (optax's default 1e-4 would hardly show the
@@ -54,34 +64,61 @@ GENERIC_FIELDS = ("order0", "order1", "order2")
 ``order2`` has no closed form: for the four closed-form optimizers it, too, comes from the
 generic engine."""
 
+CLOSED_FIELDS = ("order0", "order1", "order1_typo", "limit")
+"""The kinds a closed form may have (``order2`` always comes from the generic engine)."""
+
 Scalar = float | Float[Array, ""]
+
+Builder = Callable[..., Callable]
+"""A closed-form field builder, one signature for every optimizer and kind:
+``builder(loss, h, *, beta, rho, eps, batches=None, num_steps=None) -> Field``. Full batch
+when ``batches`` is None (``loss`` is then E(theta)); otherwise ``loss`` is E(theta, batch)
+and ``batches`` the direct history (batch k at index k), or a
+:class:`bea.problems.Grouped` history where the spec says ``grouped``. ``num_steps`` bounds
+n. Hyperparameters an optimizer does not use are passed and ignored."""
 
 
 class Spec(NamedTuple):
     """An optimizer by name: ``make(lr, beta, rho, eps)`` (an optax transformation whose
-    update is linear in ``lr``), what it is, and its capabilities: whether the paper gives
-    its fields in closed form (then ``fields`` are the closed forms; every optimizer also
-    has :data:`GENERIC_FIELDS` from the generic engine)."""
+    update is linear in ``lr``), what it is, and its capabilities: ``closed`` maps each field
+    kind with a closed form (of :data:`CLOSED_FIELDS`) to its :data:`Builder`, as
+    ``"module:function"`` (resolved by :mod:`bea.fields` on use) or the function itself;
+    ``grouped``: whether those builders take a history grouped by distinct batch
+    (docs/math.md, section 7). Every optimizer also has :data:`GENERIC_FIELDS` from the
+    generic engine."""
 
     make: Callable[[Scalar, Scalar, Scalar, Scalar], optax.GradientTransformation]
     description: str
-    closed_form: bool = False
-    fields: tuple[str, ...] = GENERIC_FIELDS
+    closed: Mapping[str, str | Builder] = MappingProxyType({})
+    grouped: bool = False
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the entry has any closed-form field."""
+        return bool(self.closed)
+
+
+def _builders(module: str, **kinds: str) -> Mapping[str, str]:
+    """``{kind: "module:function"}`` for the builders of one module."""
+    return MappingProxyType({k: f"{module}:{fn}" for k, fn in kinds.items()})
 
 
 REGISTRY: dict[str, Spec] = {
     # closed forms (the paper's theorems and the special cases), bea's own iterations
     "adam": Spec(lambda lr, b, r, e: _opt.adam(lr, b, r, e),
                  "Adam, eps inside the root, bias corrected (Definition 3.1; Theorem 3.6)",
-                 True, FIELDS),
+                 _builders("bea.fields.adam", order0="order0", order1="order1",
+                           order1_typo="order1_typo", limit="limit"), grouped=True),
     "rmsprop": Spec(lambda lr, b, r, e: _opt.rmsprop(lr, r, e),
                     "RMSProp, eps inside the root (Definition 3.1; Theorem 3.3)",
-                    True, FIELDS),
+                    _builders("bea.fields.rmsprop", order0="order0", order1="order1",
+                              order1_typo="order1_typo", limit="limit"), grouped=True),
     "gd": Spec(lambda lr, b, r, e: _opt.gd(lr), "gradient descent (Barrett and Dherin)",
-               True, ("order0", "order1")),
+               _builders("bea.fields.special_cases", order0="gd_order0", order1="gd_order1")),
     "heavy_ball": Spec(lambda lr, b, r, e: _opt.heavy_ball(lr, b),
                        "heavy ball v <- g + beta v, optax.sgd with momentum (Ghosh et al.)",
-                       True, ("order0", "order1", "limit")),
+                       _builders("bea.fields.special_cases", order0="heavy_ball_order0",
+                                 order1="heavy_ball_order1", limit="heavy_ball_limit")),
     # generic engine only
     "adam_eps_outside": Spec(lambda lr, b, r, e: _opt.adam_eps_outside(lr, b, r, e),
                              "Kingma-Ba Adam, m_hat/(sqrt(nu_hat)+eps) (Remark 3.2)"),
@@ -110,6 +147,7 @@ REGISTRY: dict[str, Spec] = {
 
 NAMES = tuple(REGISTRY)
 CLOSED_FORM = tuple(k for k, s in REGISTRY.items() if s.closed_form)
+GROUPED = tuple(k for k, s in REGISTRY.items() if s.grouped)
 
 _SIGN = ("its update takes the sign of a momentum, which is discontinuous at 0; the "
          "construction needs a C^2 update")
@@ -145,6 +183,27 @@ def check(name: str) -> None:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(NAMES)}")
 
 
+def check_spec(name: str, spec: Spec) -> None:
+    """Raise ValueError (one line naming the entry) unless ``spec`` is a well-formed entry:
+    closed kinds among :data:`CLOSED_FIELDS`, each builder a callable or a
+    ``"module:function"`` string, and ``grouped`` only with closed forms."""
+    if not isinstance(spec, Spec):
+        raise ValueError(f"registry entry {name!r} must be a Spec, got {type(spec).__name__}")
+    for kind, ref in spec.closed.items():
+        if kind not in CLOSED_FIELDS:
+            raise ValueError(f"registry entry {name!r}: closed kind {kind!r} is not one of "
+                             f"{', '.join(CLOSED_FIELDS)}")
+        if not (callable(ref) or (isinstance(ref, str) and ref.count(":") == 1)):
+            raise ValueError(f"registry entry {name!r}: the {kind!r} builder must be a "
+                             f"callable or 'module:function', got {ref!r}")
+    if spec.grouped and not spec.closed:
+        raise ValueError(f"registry entry {name!r} says grouped but has no closed forms")
+
+
+for _name, _spec in REGISTRY.items():
+    check_spec(_name, _spec)
+
+
 def engine_for(name: str | Callable, engine: str | None = None) -> str:
     """The engine that derives the fields of ``name``: ``engine`` if given and possible,
     else 'closed' where the paper gives closed forms and 'generic' otherwise (always
@@ -159,8 +218,9 @@ def engine_for(name: str | Callable, engine: str | None = None) -> str:
     check(name)
     closed = REGISTRY[name].closed_form
     if engine == "closed" and not closed:
+        have = (k for k, s in REGISTRY.items() if s.closed_form)
         raise ValueError(f"no closed-form field for optimizer {name!r}; use the generic "
-                         f"engine (closed forms exist for {', '.join(CLOSED_FORM)})")
+                         f"engine (closed forms exist for {', '.join(have)})")
     return engine or ("closed" if closed else "generic")
 
 
@@ -168,6 +228,13 @@ def field_engine(field: str, engine: str) -> str:
     """The engine that derives ``field`` in a sweep whose engine is ``engine``: the second
     order always comes from the generic construction (docs/math.md, section 8)."""
     return "generic" if field == "order2" else engine
+
+
+def groups(name: str | Callable, field: str, engine: str) -> bool:
+    """Whether ``field`` of ``name`` under ``engine`` can walk a history grouped by distinct
+    batch (docs/math.md, section 7): a closed form of an entry whose spec says ``grouped``."""
+    return (isinstance(name, str) and name in REGISTRY and REGISTRY[name].grouped
+            and field_engine(field, engine) == "closed" and field in REGISTRY[name].closed)
 
 
 def check_fields(name: str | Callable, fields: Sequence[str], engine: str,
@@ -185,7 +252,7 @@ def check_fields(name: str | Callable, fields: Sequence[str], engine: str,
             raise ValueError("field 'order2' has no closed form: it comes from the generic "
                              "engine (drop engine 'closed')")
         closed = field_engine(f, engine) == "closed"
-        available = REGISTRY[name].fields if closed else GENERIC_FIELDS
+        available = tuple(REGISTRY[name].closed) if closed else GENERIC_FIELDS
         if f not in available:
             how = "in closed form" if closed else "from the generic engine"
             raise ValueError(f"field {f!r} does not exist {how} for {label!r}; it has "

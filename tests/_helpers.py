@@ -33,3 +33,31 @@ def small_net(K: int):
     p = mlp(hidden=4, num_examples=64)
     theta = p.theta0 + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.theta0.shape)
     return p, theta, batch_sequence(p, 8, K, seed=2)
+
+
+def assert_closed_equals_generic(name, problem, batches, theta, *, beta, rho, eps, h,
+                                 num_steps, ns):
+    """Registry entry ``name``'s closed-form order0 and order1 fields (looked up through
+    make_field) equal the generic engine's (docs/math.md, section 5) to 1e-12 relative at the
+    steps ``ns``, and so does the h-correction (f~ - f)/h on its own (not hidden behind the
+    O(1) zeroth-order term). Full batch when ``batches`` is None."""
+    from bea import optimizer_registry as reg
+    from bea.fields import make_field, modified_field
+
+    E = problem.loss if batches is not None else (lambda t: problem.loss(t, problem.data))
+    F = reg.transformation(name, 1.0, beta, rho, eps)
+    g0, g1 = (modified_field(F, problem.loss, batches, h, order=o, data=problem.data,
+                             num_steps=num_steps) for o in (0, 1))
+    c0, c1 = (make_field(name, kind, E, h, beta=beta, rho=rho, eps=eps, batches=batches,
+                         num_steps=num_steps) for kind in ("order0", "order1"))
+
+    @jax.jit
+    @jax.vmap
+    def all_fields(n):  # one compilation for every n and both derivations
+        return g0(n, theta), g1(n, theta), c0(n, theta), c1(n, theta)
+
+    G0, G1, C0, C1 = all_fields(jnp.array(ns))
+    rel_ = lambda a, b: jnp.linalg.norm(a - b, axis=-1) / jnp.linalg.norm(b, axis=-1)  # noqa: E731
+    assert jnp.all(rel_(G0, C0) <= 1e-12) and jnp.all(rel_(G1, C1) <= 1e-12), name
+    corr = rel_((G1 - G0) / h, (C1 - C0) / h)  # the h-term alone, not hidden behind f_n
+    assert jnp.all(corr <= 1e-12), (name, corr)

@@ -86,9 +86,9 @@ def test_rmsprop_window_changes_no_digit(monkeypatch):
     E = lambda t: p.loss(t, p.data)  # noqa: E731
     theta = jnp.array([2.1, 1.3])
     n_max = 400
-    assert full_batch._window(0.5, n_max) < n_max
+    assert full_batch.round_off_lags(0.5) < n_max  # the one window rule, bea.fields._window
     fw = jax.jit(full_batch.rmsprop_field(E, 0.01, 0.5, 1e-3, n_max))
-    monkeypatch.setattr(full_batch, "_window", lambda rho, num_steps: num_steps)
+    monkeypatch.setattr(full_batch, "round_off_lags", lambda rho: None)  # the whole history
     ff = jax.jit(full_batch.rmsprop_field(E, 0.01, 0.5, 1e-3, n_max))
     for n in (0, 3, 70, 399):
         assert rel(fw(n, theta), ff(n, theta)) < 1e-15

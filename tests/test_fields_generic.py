@@ -40,10 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _helpers import run_sweep
+from _helpers import assert_closed_equals_generic, run_sweep
 
 from bea import optimizer_registry as reg
-from bea.fields import adam, full_batch, rmsprop, special_cases
+from bea.fields import adam
 from bea.fields.generic import modified_field, second_order_terms
 from bea.integrate import TABLEAUS, solve_fixed
 from bea.optimizers import trajectory
@@ -67,41 +67,14 @@ def _gen(name, beta=BETA):
     return reg.transformation(name, 1.0, beta, RHO, EPS)
 
 
-def _closed(name, P, B, order, beta=BETA):
-    E = lambda t: P.loss(t, P.data)  # noqa: E731
-    mini = B is not None
-    if name == "adam":
-        return (adam.field(P.loss, B, H, beta, RHO, EPS, order=order) if mini
-                else full_batch.adam_field(E, H, beta, RHO, EPS, order=order))
-    if name == "rmsprop":
-        return (rmsprop.field(P.loss, B, H, RHO, EPS, order=order) if mini
-                else full_batch.rmsprop_field(E, H, RHO, EPS, K, order=order))
-    if name == "gd":
-        return special_cases.gd_field(P.loss if mini else E, H, order=order, batches=B)
-    return (special_cases.heavy_ball_minibatch_field(P.loss, B, H, beta, order=order) if mini
-            else special_cases.heavy_ball_field(E, H, beta, order=order))
-
-
 @pytest.mark.parametrize("mini", [True, False], ids=["minibatch", "fullbatch"])
-@pytest.mark.parametrize("name", ["adam", "rmsprop", "gd", "heavy_ball"])
+@pytest.mark.parametrize("name", reg.CLOSED_FORM)
 def test_generic_equals_closed_form(setup, name, mini):
+    """Every registry entry with closed forms (no hand-written list)."""
     P, B, theta = setup
-    beta = 0.7 if name == "heavy_ball" else BETA
-    B = B if mini else None
-    g0, g1 = (modified_field(_gen(name, beta), P.loss, B, H, order=o, data=P.data,
-                             num_steps=K) for o in (0, 1))
-    c0, c1 = (_closed(name, P, B, o, beta) for o in (0, 1))
-
-    @jax.jit
-    @jax.vmap
-    def all_fields(n):  # one compilation for every n and both derivations
-        return g0(n, theta), g1(n, theta), c0(n, theta), c1(n, theta)
-
-    G0, G1, C0, C1 = all_fields(jnp.array(NS))
-    rel = lambda a, b: jnp.linalg.norm(a - b, axis=-1) / jnp.linalg.norm(b, axis=-1)  # noqa: E731
-    assert jnp.all(rel(G0, C0) <= 1e-12) and jnp.all(rel(G1, C1) <= 1e-12)
-    corr = rel((G1 - G0) / H, (C1 - C0) / H)  # the h-term alone, not hidden behind f_n
-    assert jnp.all(corr <= 1e-12), (name, corr)
+    beta = 0.7 if name == "heavy_ball" else BETA  # Ghosh et al.'s beta (docs/math.md, sec. 5)
+    assert_closed_equals_generic(name, P, B if mini else None, theta, beta=beta, rho=RHO,
+                                 eps=EPS, h=H, num_steps=K, ns=NS)
 
 
 def test_ghosh_gamma_coefficients():

@@ -11,24 +11,53 @@
   gradients and 2B Hessian-vector products per evaluation (:mod:`bea.fields._grouped`)
 
 A field is a pure function ``f(n, theta) -> dtheta`` (:data:`bea.typing.Field`; n the step
-whose interval [nh, (n+1)h] is being integrated). :func:`make_field` builds a closed form by
-name; which names and kinds exist is :mod:`bea.optimizer_registry`'s to say.
+whose interval [nh, (n+1)h] is being integrated). Every field walks its batch history
+through one protocol, :class:`History` (gradients, Hessian-vector products, chunks; full
+batch, direct, grouped by distinct batch), and takes its Hessian-vector products from one
+helper, :func:`hvp`. :func:`make_field` builds a closed form by name: a lookup in the
+registry entry's ``closed`` builders (:mod:`bea.optimizer_registry`), which refuses, by
+name, any kind the entry lacks. docs/fields.md says how to add a closed-form optimizer.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from jaxtyping import Array, Float, PyTree
 
 from bea import optimizer_registry as registry
+from bea._hvp import hvp
 from bea.fields import adam, full_batch, generic, rmsprop, special_cases
+from bea.fields._history import Direct, FullBatch, GroupedHistory, History
 from bea.fields.generic import modified_field
 from bea.problems import Grouped
 from bea.typing import Field
 
 __all__ = ["adam", "rmsprop", "full_batch", "special_cases", "generic", "modified_field",
-           "make_field"]
+           "make_field", "closed_builder", "hvp", "History", "FullBatch", "Direct",
+           "GroupedHistory"]
+
+
+def closed_builder(optimizer: str, kind: str) -> registry.Builder:
+    """The closed-form builder of field ``kind`` of registry entry ``optimizer``
+    (``Spec.closed[kind]``, a ``"module:function"`` reference imported here). Raises
+    ValueError naming the optimizer and the kind when the entry has no such builder."""
+    registry.check(optimizer)
+    spec = registry.REGISTRY[optimizer]
+    if kind not in spec.closed:
+        have = ", ".join(spec.closed) or "none"
+        raise ValueError(f"optimizer {optimizer!r} has no closed-form field {kind!r} "
+                         f"(its closed forms: {have})")
+    ref = spec.closed[kind]
+    if callable(ref):
+        return ref
+    module, _, name = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"optimizer {optimizer!r}: the builder {ref!r} of field {kind!r} "
+                         f"cannot be imported ({type(e).__name__}: {e})") from None
 
 
 def make_field(
@@ -43,42 +72,23 @@ def make_field(
     batches: PyTree | None = None,
     num_steps: int | None = None,
 ) -> Field:
-    """The closed-form field ``kind`` ('order0', 'order1', 'order1_typo' or 'limit') of
-    ``optimizer`` ('adam', 'rmsprop', 'gd' or 'heavy_ball').
+    """The closed-form field ``kind`` ('order0', 'order1', 'order1_typo' or 'limit', as the
+    registry entry has them) of ``optimizer`` (a registry name with closed forms: 'adam',
+    'rmsprop', 'gd', 'heavy_ball').
 
     Full batch when ``batches`` is None: ``loss`` is then E(theta); otherwise ``loss`` is
-    E(theta, batch) and ``batches`` holds batch k at index k, or (adam, rmsprop) is a
-    :class:`bea.problems.Grouped` history (docs/math.md, section 7). ``num_steps`` bounds n
-    (needed by full-batch RMSProp's history sum). Raises ValueError naming what does not
-    exist."""
-    mini = batches is not None
+    E(theta, batch) and ``batches`` holds batch k at index k, or (entries with
+    ``grouped``: adam, rmsprop) is a :class:`bea.problems.Grouped` history (docs/math.md,
+    section 7). ``num_steps`` bounds n (needed by full-batch RMSProp's history sum). Raises
+    ValueError naming what does not exist."""
     if kind == "order2":
         raise ValueError("field 'order2' has no closed form: build it with modified_field("
                          "..., order=2) (the generic engine, docs/math.md, section 8)")
     registry.engine_for(optimizer, "closed")
-    registry.check_fields(optimizer, (kind,), "closed", mini)
-    if isinstance(batches, Grouped) and optimizer not in ("adam", "rmsprop"):
-        raise ValueError(f"a grouped history (docs/math.md, section 7) is taken by the adam "
-                         f"and rmsprop fields only, not {optimizer!r}; pass .materialize()")
-    order = 0 if kind == "order0" else 1
-    variant = "typo" if kind == "order1_typo" else "paper"
-    if optimizer == "adam":
-        if mini:
-            return adam.field(loss, batches, h, beta, rho, eps, order=order, variant=variant)
-        if kind == "limit":
-            return full_batch.adam_limit_field(loss, h, beta, rho, eps)
-        return full_batch.adam_field(loss, h, beta, rho, eps, order=order, variant=variant)
-    if optimizer == "rmsprop":
-        if mini:
-            return rmsprop.field(loss, batches, h, rho, eps, order=order, variant=variant)
-        if kind == "limit":
-            return full_batch.rmsprop_limit_field(loss, h, rho, eps)
-        if num_steps is None:
-            raise ValueError("full-batch RMSProp's field needs num_steps")
-        return full_batch.rmsprop_field(loss, h, rho, eps, num_steps, order=order,
-                                        variant=variant)
-    if optimizer == "gd":
-        return special_cases.gd_field(loss, h, order=order, batches=batches)
-    if mini:
-        return special_cases.heavy_ball_minibatch_field(loss, batches, h, beta, order=order)
-    return special_cases.heavy_ball_field(loss, h, beta, order=order, limit=kind == "limit")
+    registry.check_fields(optimizer, (kind,), "closed", batches is not None)
+    if isinstance(batches, Grouped) and not registry.REGISTRY[optimizer].grouped:
+        takers = " and ".join(k for k, s in registry.REGISTRY.items() if s.grouped)
+        raise ValueError(f"a grouped history (docs/math.md, section 7) is taken by the "
+                         f"{takers} fields only, not {optimizer!r}; pass .materialize()")
+    return closed_builder(optimizer, kind)(loss, h, beta=beta, rho=rho, eps=eps,
+                                           batches=batches, num_steps=num_steps)

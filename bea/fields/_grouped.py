@@ -50,9 +50,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from bea.fields._history import one_minus_pow
+from bea._hvp import hvp
+from bea.fields._history import GroupedHistory, one_minus_pow
 from bea.fields._window import window_length
-from bea.problems import Grouped
 
 __all__ = ["grouped_field", "SCANS", "default_scan", "affine_scan"]
 
@@ -175,36 +175,31 @@ def _bucket_sizes(L: int) -> tuple[int, ...]:
     return tuple(sizes) + (L,)
 
 
-def grouped_field(loss, hist: Grouped, h, beta, rho, eps, *, order: int = 1,
+def grouped_field(hist: GroupedHistory, h, beta, rho, eps, *, order: int = 1,
                   variant: str = "paper", bias_correction: bool = True, window: bool = True,
                   scan: str | None = None):
-    """Theorem 3.6's field ``f(n, theta)`` on a grouped history (docs/math.md, section 7); the
-    arguments as in :func:`bea.fields.adam.field`, plus ``scan`` (one of :data:`SCANS`,
+    """Theorem 3.6's field ``f(n, theta)`` on a grouped history (docs/math.md, section 7,
+    :class:`~bea.fields._history.GroupedHistory`: the loss, the B distinct batches, b(k));
+    the arguments as in :func:`bea.fields.adam.field`, plus ``scan`` (one of :data:`SCANS`,
     default :func:`default_scan`) for the elementwise recursions of order 1."""
     scan = default_scan() if scan is None else scan
     if scan not in SCANS:
         raise ValueError(f"unknown scan {scan!r}; use 'sequential' or 'associative'")
-    ids = jnp.asarray(hist.ids)
-    if ids.ndim != 1 or not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(f"Grouped ids must be a 1-D integer array, got shape {ids.shape} "
-                         f"and dtype {ids.dtype}")
+    ids = hist.ids
     K, B = ids.shape[0], hist.num_batches
     L_win = window_length(beta, rho, K) if window else None
     sizes = _bucket_sizes(K if L_win is None else L_win)
     t = _tables(ids, B, beta, rho, bias_correction)
-    grad = jax.grad(loss)
 
     def hvps(theta, Tb, Tr):  # Hhat_b Tbeta_b and Hhat_b Trho_b: 2B products, one primal per b
-        def one(batch, V):
-            return jax.vmap(lambda v: jax.jvp(lambda s: grad(s, batch), (theta,), (v,))[1])(V)
-
-        HV = jax.vmap(one)(hist.distinct, jnp.stack([Tb, Tr], 1))  # (B, 2, p)
+        HV = hist.each(lambda E, V: jax.vmap(lambda v: hvp(E, theta, v)[1])(V), 0,
+                       jnp.stack([Tb, Tr], 1))  # (B, 2, p)
         return HV[:, 0], HV[:, 1]
 
     def f(n, theta):
         n = jnp.asarray(n)
         start = 0 if L_win is None else jnp.maximum(n - L_win + 1, 0)
-        G = jax.vmap(grad, in_axes=(None, 0))(theta, hist.distinct)  # ghat_b: B gradients
+        G = hist.grads(theta)  # ghat_b: B gradients
         cb, cr = t.cb[n], t.cr[n]
         Mn = (cb @ G) * t.ib[n]  # M^(n) = sum_b cbeta_b ghat_b / (1-beta^(n+1))
         Rn = jnp.sqrt((cr @ (G * G)) * t.ir[n] + eps)

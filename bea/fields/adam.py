@@ -21,13 +21,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from bea.fields import full_batch
 from bea.fields._grouped import grouped_field
 from bea.fields._history import (
-    chunk_history,
+    Direct,
+    GroupedHistory,
     ema_all,
     ema_weights,
-    grad_history,
-    hvp_history,
     one_minus_pow,
     suffix_sum,
 )
@@ -35,7 +35,8 @@ from bea.fields._window import window_length
 from bea.problems import Grouped
 from bea.typing import Field
 
-__all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field"]
+__all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field", "order0", "order1",
+           "order1_typo", "limit"]
 
 
 
@@ -55,8 +56,13 @@ def M_all(G: Float[Array, "K p"], beta, bias_correction: bool = True) -> Float[A
     return m
 
 
+def _hvps(loss, theta, batches, V):
+    """H_k v_k for every slot k of the direct history (v_k = V[k])."""
+    return Direct(loss, batches).grads_and_hvps(theta, 0, V)[1]
+
+
 def _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction):
-    G = grad_history(loss, theta, batches)
+    G = Direct(loss, batches).grads(theta)
     Rs = R_all(G, rho, eps, bias_correction)
     Ms = M_all(G, beta, bias_correction)
     u = Ms / Rs  # u^(l) = M^(l) / R^(l)
@@ -65,13 +71,13 @@ def _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction):
 
 def R(loss, theta, batches, n, rho, eps, bias_correction=True) -> Float[Array, " p"]:
     """R^(n)(theta) of Theorem 3.6."""
-    G = grad_history(loss, theta, batches)
+    G = Direct(loss, batches).grads(theta)
     return R_all(G, rho, eps, bias_correction)[n]
 
 
 def M(loss, theta, batches, n, beta, bias_correction=True) -> Float[Array, " p"]:
     """M^(n)(theta) of Theorem 3.6."""
-    G = grad_history(loss, theta, batches)
+    G = Direct(loss, batches).grads(theta)
     return M_all(G, beta, bias_correction)[n]
 
 
@@ -79,28 +85,28 @@ def L(loss, theta, batches, n, beta, rho, eps, bias_correction=True) -> Float[Ar
     """L^(n) = 1/(1-beta^(n+1)) sum_{k<=n} beta^(n-k)(1-beta) H_k sum_{l=k}^{n-1} M^(l)/R^(l)."""
     _, _, _, _, S = _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction)
     w = ema_weights(beta, n, S.shape[0], bias_correction)
-    return w @ hvp_history(loss, theta, batches, S)
+    return w @ _hvps(loss, theta, batches, S)
 
 
 def L_bar(loss, theta, batches, n, beta, rho, eps, bias_correction=True) -> Float[Array, " p"]:
     """Lbar^(n) = 1/(1-beta^(n+1)) sum_{k<=n} beta^(n-k)(1-beta) H_k M^(n)/R^(n)."""
     _, _, _, u, _ = _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction)
     w = ema_weights(beta, n, u.shape[0], bias_correction)
-    return w @ hvp_history(loss, theta, batches, jnp.broadcast_to(u[n], u.shape))
+    return w @ _hvps(loss, theta, batches, jnp.broadcast_to(u[n], u.shape))
 
 
 def P(loss, theta, batches, n, beta, rho, eps, bias_correction=True) -> Float[Array, " p"]:
     """P^(n) = 1/(1-rho^(n+1)) sum_{k<=n} rho^(n-k)(1-rho) g_k * H_k sum_{l=k}^{n-1} M^(l)/R^(l)."""
     G, _, _, _, S = _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction)
     w = ema_weights(rho, n, S.shape[0], bias_correction)
-    return w @ (G * hvp_history(loss, theta, batches, S))
+    return w @ (G * _hvps(loss, theta, batches, S))
 
 
 def P_bar(loss, theta, batches, n, beta, rho, eps, bias_correction=True) -> Float[Array, " p"]:
     """Pbar^(n) = 1/(1-rho^(n+1)) sum_{k<=n} rho^(n-k)(1-rho) g_k * H_k M^(n)/R^(n)."""
     G, _, _, u, _ = _pieces(loss, theta, batches, n, beta, rho, eps, bias_correction)
     w = ema_weights(rho, n, u.shape[0], bias_correction)
-    return w @ (G * hvp_history(loss, theta, batches, jnp.broadcast_to(u[n], u.shape)))
+    return w @ (G * _hvps(loss, theta, batches, jnp.broadcast_to(u[n], u.shape)))
 
 
 def _ema_rows(X: Float[Array, "C p"], a, carry: Float[Array, " p"]) -> Float[Array, "C p"]:
@@ -158,16 +164,16 @@ def field(
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     if isinstance(batches, Grouped):
-        return grouped_field(loss, batches, h, beta, rho, eps, order=order, variant=variant,
+        return grouped_field(GroupedHistory(loss, batches.distinct, batches.ids), h, beta, rho,
+                             eps, order=order, variant=variant,
                              bias_correction=bias_correction, window=window, scan=scan)
     if scan is not None:
         raise ValueError(f"scan={scan!r} applies to a Grouped history only (batches here is "
                          f"the direct per-step history)")
 
-    K_all = jax.tree_util.tree_leaves(batches)[0].shape[0]
-    L_win = window_length(beta, rho, K_all) if window else None
-    C = min(chunk, K_all)
-    chunks, nc = chunk_history(batches, C)
+    hist = Direct(loss, batches, chunk)
+    L_win = window_length(beta, rho, hist.num_slots) if window else None
+    C, nc = hist.chunk_size, hist.num_chunks
     i = jnp.arange(C)
 
     def f(n, theta):
@@ -178,8 +184,7 @@ def field(
         def forward(c, carry):  # g_k, then M^(l), R^(l), u^(l) for the rows of chunk c
             m, nu, Mn, Rn, Ub = carry
             rows = c * C + i
-            batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
-            G = jnp.where((rows >= start)[:, None], grad_history(loss, theta, batch), 0.0)
+            G = jnp.where((rows >= start)[:, None], hist.grads(theta, c), 0.0)
             mc = _ema_rows(G, beta, m)  # unnormalised averages, carried over chunks
             nuc = _ema_rows(G * G, rho, nu)
             if bias_correction:
@@ -207,8 +212,7 @@ def field(
             rows = c * C + i
             U = jnp.where((rows < n)[:, None], Ub[c], 0.0)
             S = jnp.flip(jnp.cumsum(jnp.flip(U, 0), 0), 0) + after  # S_k = sum_{l=k}^{n-1} u^(l)
-            batch = jax.tree_util.tree_map(lambda b: b[c], chunks)
-            G, HV = hvp_history(loss, theta, batch, 2 * S + un, with_grads=True)
+            G, HV = hist.grads_and_hvps(theta, c, 2 * S + un)
             live = (rows >= start) & (rows <= n)
             e = jnp.maximum(n - rows, 0)
             wb = jnp.where(live, jnp.asarray(beta, dtype=float) ** e * (1 - beta), 0.0)
@@ -224,3 +228,33 @@ def field(
         return -Mn / Rn + h * (Mn * two_P_plus_P_bar / (2 * Rn**3) - two_L_plus_L_bar / L_den)
 
     return f
+
+
+# The closed-form builders of the registry entry "adam" (bea.optimizer_registry.Builder: one
+# signature for every kind, full batch when batches is None).
+
+
+def _builder(order: int, variant: str = "paper", limit: bool = False) -> Callable[..., Field]:
+    def build(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+        del num_steps  # Adam's sums close in c_a(n) (full batch) or walk the history itself
+        if batches is not None:
+            if limit:
+                raise ValueError("field 'limit' is the full-batch large-n limit (8); it has "
+                                 "no mini-batch form")
+            return field(loss, batches, h, beta, rho, eps, order=order, variant=variant)
+        if limit:
+            return full_batch.adam_limit_field(loss, h, beta, rho, eps)
+        return full_batch.adam_field(loss, h, beta, rho, eps, order=order, variant=variant)
+
+    return build
+
+
+order0 = _builder(0)
+order0.__doc__ = "Adam's zeroth-order field -M/R (Theorem 3.6, h -> 0; full batch: Remark 3.7)."
+order1 = _builder(1)
+order1.__doc__ = "Adam's first-order field: Theorem 3.6 (mini-batch), Remark 3.7 (full batch)."
+order1_typo = _builder(1, "typo")
+order1_typo.__doc__ = "Theorem 3.6 / Remark 3.7 with the typeset R^3 under the L term (ablation)."
+limit = _builder(1, limit=True)
+limit.__doc__ = "Equation (8): the large-n limit of Remark 3.7 (full batch only)."

@@ -12,14 +12,15 @@ and as n grows (2 c_a + 1) -> (1+a)/(1-a): equation (8).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from bea._hvp import hvp
 from bea.fields._history import one_minus_pow
+from bea.fields._window import round_off_lags
 
 __all__ = ["c", "adam_field", "rmsprop_field", "adam_limit_field", "rmsprop_limit_field",
            "sign_flow"]
@@ -52,12 +53,12 @@ def c(a, n: Int[Array, ""] | int) -> Float[Array, ""]:
     return jnp.where(a == 0, 0.0, val)
 
 
-def _grad_and_dN1(loss, theta, eps, scale=1.0):
-    """g, and dN1 = H (g / sqrt(scale g^2 + eps)) with one jvp through grad."""
-    grad = jax.grad(loss)
-    g = grad(theta)
-    R = jnp.sqrt(scale * g * g + eps)
-    return g, R, jax.jvp(grad, (theta,), (g / R,))[1]
+def _grad_and_dN1(loss, theta, eps):
+    """g, R = sqrt(g^2 + eps) and dN1 = H (g / R): one gradient and one Hessian-vector
+    product (:func:`bea._hvp.hvp`)."""
+    g = jax.grad(loss)(theta)
+    R = jnp.sqrt(g * g + eps)
+    return g, R, hvp(loss, theta, g / R)[1]
 
 
 def adam_field(loss: Callable, h, beta, rho, eps, *, order: int = 1, variant: str = "paper"):
@@ -96,17 +97,6 @@ def rmsprop_limit_field(loss: Callable, h, rho, eps):
     return adam_limit_field(loss, h, 0.0, rho, eps)
 
 
-def _window(rho, num_steps: int) -> int:
-    """History length beyond which rho^(n-l) < 1e-18 (the weights are below round-off)."""
-    try:
-        r = float(rho)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        return num_steps
-    if r <= 0:
-        return 1
-    return max(1, min(num_steps, math.ceil(math.log(1e-18) / math.log(r)) + 1))
-
-
 def rmsprop_field(loss: Callable, h, rho, eps, num_steps: int, *, order: int = 1,
                   variant: str = "paper"):
     """Remark 3.4: full-batch RMSProp keeps the factors (1-rho^(l+1)) inside R^(l).
@@ -116,11 +106,11 @@ def rmsprop_field(loss: Callable, h, rho, eps, num_steps: int, *, order: int = 1
     so one Hessian-vector product serves P and Pbar; Lbar = H u^(n). ``num_steps`` bounds n;
     the sum over l runs over the last W steps, W the window where rho^(n-l) >= 1e-18.
     """
-    W = _window(rho, num_steps)
+    W = round_off_lags(rho)
+    W = num_steps if W is None else min(num_steps, W)
 
     def f(n, theta):
-        grad = jax.grad(loss)
-        g = grad(theta)
+        g = jax.grad(loss)(theta)
         bn = one_minus_pow(rho, n + 1)
         Rn = jnp.sqrt(bn * g * g + eps)
         un = g / Rn
@@ -131,8 +121,7 @@ def rmsprop_field(loss: Callable, h, rho, eps, num_steps: int, *, order: int = 1
         bl = one_minus_pow(rho, jnp.maximum(l, 0) + 1)[:, None]
         wl = jnp.asarray(rho, dtype=float) ** (n - l)[:, None] * bl
         V = jnp.sum(jnp.where(valid, wl * g / jnp.sqrt(bl * g * g + eps), 0.0), axis=0)
-        HV, Hu = jax.vmap(lambda v: jax.jvp(grad, (theta,), (v,))[1])(
-            jnp.stack([2 * V + bn * un, un]))
+        HV, Hu = jax.vmap(lambda v: hvp(loss, theta, v)[1])(jnp.stack([2 * V + bn * un, un]))
         L_den = 2 * Rn**3 if variant == "typo" else 2 * Rn
         return -un + h * (g * (g * HV) / (2 * Rn**3) - Hu / L_den)
 

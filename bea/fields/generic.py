@@ -89,7 +89,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
-from bea.fields._history import chunk_history
+from bea._hvp import hvp
+from bea.fields._history import Direct, FullBatch, History, broadcast
 from bea.typing import Field
 
 __all__ = ["modified_field", "second_order_terms", "zeroth_order_history"]
@@ -121,10 +122,6 @@ def _scan_state(transformation: optax.GradientTransformation, state, grads: PyTr
     return jax.lax.scan(step, state, (grads, params))
 
 
-def _broadcast(theta: PyTree, K: int) -> PyTree:
-    return _tm(lambda t: jnp.broadcast_to(t, (K, *jnp.shape(t))), theta)
-
-
 def zeroth_order_history(
     transformation: optax.GradientTransformation,
     grads: PyTree,
@@ -134,7 +131,7 @@ def zeroth_order_history(
     optimizer's ``update`` over the gradients g_l(theta), parameters theta in every slot
     (step 2 of the construction, docs/math.md, section 5)."""
     K = jax.tree_util.tree_leaves(grads)[0].shape[0]
-    return _scan_updates(transformation, grads, _broadcast(theta, K))
+    return _scan_updates(transformation, grads, broadcast(theta, K))
 
 
 def modified_field(
@@ -188,216 +185,207 @@ def second_order_terms(
 
 
 def _build(transformation, loss, batches, h, order, data, num_steps, chunk):
-    """(field, second-order terms) of :func:`modified_field` and :func:`second_order_terms`."""
+    """(field, second-order terms) of :func:`modified_field` and :func:`second_order_terms`:
+    the history (:mod:`bea.fields._history`), then the passes over it below."""
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
-    grad = jax.grad(loss)
     if batches is None:
         if num_steps is None:
             raise ValueError("full batch (batches=None) needs num_steps, the history length")
-        K = int(num_steps)
+        hist = FullBatch(loss, int(num_steps), chunk, data=(data,))
     else:
-        K = jax.tree_util.tree_leaves(batches)[0].shape[0]
-    C = min(chunk, K)
-    nc = -(-K // C)
-    chunks = None if batches is None else chunk_history(batches, C)[0]
-    rows = jnp.arange(C)
+        hist = Direct(loss, batches, chunk)
 
-    def grads_at(theta, c):  # g_k(theta) for the C slots of chunk c
-        if chunks is None:
-            return _broadcast(grad(theta, data), C)
-        batch = _tm(lambda b: b[c], chunks)
-        return jax.vmap(grad, in_axes=(None, 0))(theta, batch)
-
-    def hvps_at(theta, c, V):  # (g_k(theta), H_k(theta) v_k) for the slots of chunk c
-        if chunks is None:
-            g, lin = jax.linearize(lambda t: grad(t, data), theta)
-            return _broadcast(g, C), jax.vmap(lin)(V)
-        batch = _tm(lambda b: b[c], chunks)
-
-        def one(b, v):
-            return jax.jvp(lambda t: grad(t, b), (theta,), (v,))
-
-        return jax.vmap(one)(batch, V)
-
-    def first_pass(n, theta):
-        """(U_all, T): f_l(theta) for the slots of the chunks 0..n // C (step 2 of the
-        construction; chunks after n // C hold zeros) and T = sum_{l<n} f_l."""
-        P = _broadcast(theta, C)
-
-        def forward(c, carry):  # f_l(theta) for the slots of chunk c; the sum of those < n
-            state, U_all, T = carry
-            state, U = _scan_state(transformation, state, grads_at(theta, c), P)
-            before_n = c * C + rows < n
-            T = _tm(lambda t, u: t + jnp.tensordot(before_n.astype(u.dtype), u, 1), T, U)
-            U_all = _tm(lambda b, u: jax.lax.dynamic_update_index_in_dim(b, u, c, 0), U_all, U)
-            return state, U_all, T
-
-        zeros = _tm(jnp.zeros_like, theta)
-        U0 = _tm(lambda t: jnp.zeros((nc, C, *jnp.shape(t)), t.dtype), theta)
-        return jax.lax.fori_loop(0, n // C + 1, forward,
-                                 (transformation.init(theta), U0, zeros))[1:]
+    def terms(n, theta):
+        return _second_order(transformation, hist, n, theta)
 
     def f(n, theta):
-        if order == 2:
-            fn, cn, en = _terms2(n, theta)
-            return _tm(lambda a, b, c_: a + h * b + h * h * c_, fn, cn, en)
-        c1 = n // C + 1
-        P = _broadcast(theta, C)
-        state0 = transformation.init(theta)
-        zeros = _tm(jnp.zeros_like, theta)
-        U_all, T = first_pass(n, theta)
-        fn = _tm(lambda b: b[n // C, n % C], U_all)
         if order == 0:
-            return fn
-        # v_k = d_k - f_n/2 with d_k = -sum_{l=k}^{n-1} f_l = -(T - sum_{l<k} f_l); the
-        # tangent enters F_n through the parameters in slot k (and the state init, slot 0)
-        # and through the gradient there, as H_k v_k.
-        float_state, other_state = eqx.partition(state0, eqx.is_inexact_array)
-        v0 = _tm(lambda t, f_: -t - f_ / 2, T, fn)
-        t_state0 = eqx.filter(jax.jvp(transformation.init, (theta,), (v0,))[1],
-                              eqx.is_inexact_array)
+            return _at_n(_zeroth_order(transformation, hist, n, theta)[0], n, hist.chunk_size)
+        if order == 1:
+            fn, cn = _first_order(transformation, hist, n, theta)
+            return _tm(lambda a, b: a + h * b, fn, cn)
+        fn, cn, en = terms(n, theta)
+        return _tm(lambda a, b, c_: a + h * b + h * h * c_, fn, cn, en)
 
-        def second(c, carry):  # the jvp of the update scan, chunk by chunk, up to slot n
-            fs, ts, os_, prefix, dF = carry
-            U = _tm(lambda b: b[c], U_all)
-            excl = _tm(lambda u: jnp.cumsum(u, 0) - u, U)  # sum_{l<k} f_l within the chunk
-            V = _tm(lambda t, p_, e, f_: -(t - p_ - e) - f_ / 2, T, prefix, excl, fn)
-            G, HV = hvps_at(theta, c, V)
+    return f, terms
 
-            def run(fs_, g, p_):
-                st, u = _scan_state(transformation, eqx.combine(fs_, os_), g, p_)
-                fs_out, os_out = eqx.partition(st, eqx.is_inexact_array)
-                return (fs_out, u), os_out
 
-            (fs, _), (ts, dU), os_ = jax.jvp(run, (fs, G, P), (ts, HV, V), has_aux=True)
-            here = c == n // C
-            dF = _tm(lambda d, du: jnp.where(here, du[n % C], d), dF, dU)
-            prefix = _tm(lambda p_, u: p_ + u.sum(0), prefix, U)
-            return fs, ts, os_, prefix, dF
+# The passes over the history. Each walks the chunks 0..n // C (C = hist.chunk_size) in a
+# fori_loop, so step n costs O(n); outputs indexed [chunk, slot] hold zeros after n // C.
 
-        *_, dF = jax.lax.fori_loop(0, c1, second, (float_state, t_state0, other_state, zeros,
-                                                   zeros))
-        return _tm(lambda a, b: a + h * b, fn, dF)
 
-    def batch_of(c):  # (vmap axis, batches) of chunk c, or the data shared by every slot
-        return (None, data) if chunks is None else (0, _tm(lambda b: b[c], chunks))
+def _at_n(X: PyTree, n, C: int) -> PyTree:
+    """Slot n of a [chunk, slot, ...] buffer."""
+    return _tm(lambda b: b[n // C, n % C], X)
 
-    def run(fs, os_, G, P_):  # one chunk's scan, differentiable in the float state only
-        st, u = _scan_state(transformation, eqx.combine(fs, os_), G, P_)
-        fs_out, os_out = eqx.partition(st, eqx.is_inexact_array)
-        return (fs_out, u), os_out
 
-    def suffix(tot, prefix, X):  # -sum_{l=k}^{n-1} X_l for the slots k of a chunk
-        excl = _tm(lambda x: jnp.cumsum(x, 0) - x, X)  # sum_{l<k} X_l within the chunk
-        return _tm(lambda t, p_, e: -(t - p_ - e), tot, prefix, excl)
+def _buffer(theta: PyTree, hist: History) -> PyTree:
+    """Zeros shaped [chunk, slot, *theta] for per-slot values over the whole history."""
+    return _tm(lambda t: jnp.zeros((hist.num_chunks, hist.chunk_size, *jnp.shape(t)), t.dtype),
+               theta)
 
-    def stack2(a, b):
-        return _tm(lambda x, y: jnp.stack([x, y]), a, b)
 
-    def _terms2(n, theta):
-        # f_n + h c_n + h^2 e_n (docs/math.md, section 8, module docstring "Second order"):
-        # three walks over the chunks 0..n//C. (1) f_l; (2) y_l = J(D - f_n/2)_l for every
-        # l <= n (y_n = c_n) and Df_n f_n = J(f_n)_n; (3) e_n = (1/2) [B_n(a, b) + J(2z)_n].
-        c1 = n // C + 1
-        P = _broadcast(theta, C)
-        state0 = transformation.init(theta)
-        zeros = _tm(jnp.zeros_like, theta)
-        buf = _tm(lambda t: jnp.zeros((nc, C, *jnp.shape(t)), t.dtype), theta)
+def _run(transformation, fs, os_, G, P):
+    """One chunk's scan of ``update`` from the state split as (float part ``fs``, the rest
+    ``os_``): ((final float state, updates), final rest). Differentiable in ``fs``, G and
+    P only (integer state such as the step count has no tangent)."""
+    st, u = _scan_state(transformation, eqx.combine(fs, os_), G, P)
+    fs_out, os_out = eqx.partition(st, eqx.is_inexact_array)
+    return (fs_out, u), os_out
 
-        def at_n(b):
-            return b[n // C, n % C]
 
-        U_all, T = first_pass(n, theta)  # pass 1: f_l, and T = sum_{l<n} f_l
-        fn = _tm(at_n, U_all)
-        fnC = _broadcast(fn, C)
-        float_state, other_state = eqx.partition(state0, eqx.is_inexact_array)
+def _jvp_run(transformation, fs, os_, primals, tangents):
+    """``jax.jvp`` of :func:`_run` in (fs, G, P): ((fs, u), (dfs, du), os_)."""
+    return jax.jvp(lambda a, g, p: _run(transformation, a, os_, g, p), primals, tangents,
+                   has_aux=True)
 
-        # pass 2: two tangents, v_k = D_k - f_n/2 (output l is y_l) and f_n in every slot
-        # (output n is Df_n f_n), with D_k = -sum_{l=k}^{n-1} f_l (D_0 = -T).
-        v0 = _tm(lambda t, f_: -t - f_ / 2, T, fn)
-        t2 = jax.vmap(lambda v: jax.jvp(transformation.init, (theta,), (v,))[1])(
-            stack2(v0, fn))
-        t2 = eqx.filter(t2, eqx.is_inexact_array)
 
-        def second(c, carry):
-            fs, ts, os_, prefix, Y_all, dff = carry
-            U = _tm(lambda b: b[c], U_all)
-            V = _tm(lambda d, f_: d - f_ / 2, suffix(T, prefix, U), fnC)
-            ax, bt = batch_of(c)
+def _suffix(tot, prefix, X):
+    """-sum_{l=k}^{n-1} X_l for the slots k of a chunk, from the total ``tot`` = sum_{l<n} X_l
+    and ``prefix`` = the sum over the chunks before this one."""
+    excl = _tm(lambda x: jnp.cumsum(x, 0) - x, X)  # sum_{l<k} X_l within the chunk
+    return _tm(lambda t, p_, e: -(t - p_ - e), tot, prefix, excl)
 
-            def ghh(b_, v):  # g_k, H_k v_k, H_k f_n: one linearization, two tangents
-                g, lin = jax.linearize(lambda t: grad(t, b_), theta)
-                return g, lin(v), lin(fn)
 
-            G, HV, HF = jax.vmap(ghh, in_axes=(ax, 0))(bt, V)
+def _stack2(a, b):
+    return _tm(lambda x, y: jnp.stack([x, y]), a, b)
 
-            def jv(tfs, tG, tP):
-                return jax.jvp(lambda a_, g_, p_: run(a_, os_, g_, p_), (fs, G, P),
-                               (tfs, tG, tP), has_aux=True)
 
-            (fs, _), (ts, dU), os_ = jax.vmap(jv, out_axes=(None, 0, None))(
-                ts, stack2(HV, HF), stack2(V, fnC))
-            here = c == n // C
-            dff = _tm(lambda d, du: jnp.where(here, du[1, n % C], d), dff, dU)
-            Y_all = _tm(lambda b, du: jax.lax.dynamic_update_index_in_dim(b, du[0], c, 0),
-                        Y_all, dU)
-            prefix = _tm(lambda p_, u: p_ + u.sum(0), prefix, U)
-            return fs, ts, os_, prefix, Y_all, dff
+def _zeroth_order(transformation, hist: History, n, theta):
+    """(U_all, T): f_l(theta) for the slots of the chunks 0..n // C (step 2 of the
+    construction) and T = sum_{l<n} f_l."""
+    C = hist.chunk_size
+    P = broadcast(theta, C)
+    rows = jnp.arange(C)
 
-        *_, Y_all, dff = jax.lax.fori_loop(
-            0, c1, second, (float_state, t2, other_state, zeros, buf, zeros))
-        cn = _tm(at_n, Y_all)
-        before_n = jnp.arange(nc * C) < n  # S = sum_{l<n} y_l
-        S = _tm(lambda y: jnp.tensordot(before_n.astype(y.dtype),
-                                        y.reshape((nc * C, *y.shape[2:])), 1), Y_all)
+    def forward(c, carry):  # f_l(theta) for the slots of chunk c; the sum of those < n
+        state, U_all, T = carry
+        state, U = _scan_state(transformation, state, hist.grads(theta, c), P)
+        before_n = c * C + rows < n
+        T = _tm(lambda t, u: t + jnp.tensordot(before_n.astype(u.dtype), u, 1), T, U)
+        U_all = _tm(lambda b, u: jax.lax.dynamic_update_index_in_dim(b, u, c, 0), U_all, U)
+        return state, U_all, T
 
-        # pass 3: slot tangents a_k = D_k - r_- f_n, b_k = D_k - r_+ f_n (r_-+ = 1/2 -+
-        # 1/(2 sqrt 3)) and z_k = -sum_{l=k}^{n-1} y_l - c_n/2 + Df_n f_n/12; one jvp of
-        # the jvp gives d/ds [DF_n(theta + s b)(a + 2 s z)] = B_n(a, b) + J(2z)_n = 2 e_n.
-        zc = _tm(lambda c_, d: -c_ / 2 + d / 12, cn, dff)
-        zcC = _broadcast(zc, C)
+    init = (transformation.init(theta), _buffer(theta, hist), _tm(jnp.zeros_like, theta))
+    return jax.lax.fori_loop(0, n // C + 1, forward, init)[1:]
 
-        def init2(p, a, b, z2):
-            return jax.jvp(lambda p_, t_: jax.jvp(transformation.init, (p_,), (t_,)),
-                           (p, a), (b, z2))
 
-        (_, tA0), (tB0, tAB0) = init2(theta, _tm(lambda t, f_: -t - R_MINUS * f_, T, fn),
-                                      _tm(lambda t, f_: -t - R_PLUS * f_, T, fn),
-                                      _tm(lambda s_, z: 2 * (-s_ + z), S, zc))
-        tA0, tB0, tAB0 = (eqx.filter(t, eqx.is_inexact_array) for t in (tA0, tB0, tAB0))
+def _first_order(transformation, hist: History, n, theta):
+    """(f_n, c_n): the zeroth-order field and the first-order correction (docs/math.md,
+    section 5), c_n = J(d - f_n/2)_n, one jvp of the update scan with slot tangents
+    v_k = d_k - f_n/2, d_k = -sum_{l=k}^{n-1} f_l. The tangent enters F_n through the
+    parameters in slot k (and the state init, slot 0) and through the gradient there, as
+    H_k v_k."""
+    C = hist.chunk_size
+    P = broadcast(theta, C)
+    U_all, T = _zeroth_order(transformation, hist, n, theta)
+    fn = _at_n(U_all, n, C)
+    zeros = _tm(jnp.zeros_like, theta)
+    float_state, other_state = eqx.partition(transformation.init(theta), eqx.is_inexact_array)
+    v0 = _tm(lambda t, f_: -t - f_ / 2, T, fn)
+    t_state0 = eqx.filter(jax.jvp(transformation.init, (theta,), (v0,))[1],
+                          eqx.is_inexact_array)
 
-        def third(c, carry):
-            fs, tA, tB, tAB, os_, prefU, prefY, e = carry
-            U = _tm(lambda b: b[c], U_all)
-            Y = _tm(lambda b: b[c], Y_all)
-            Dk = suffix(T, prefU, U)
-            A = _tm(lambda d, f_: d - R_MINUS * f_, Dk, fnC)
-            B = _tm(lambda d, f_: d - R_PLUS * f_, Dk, fnC)
-            Z2 = _tm(lambda q, z: 2 * (q + z), suffix(S, prefY, Y), zcC)
-            ax, bt = batch_of(c)
+    def tangent(c, carry):  # the jvp of the update scan, chunk by chunk, up to slot n
+        fs, ts, os_, prefix, dF = carry
+        U = _tm(lambda b: b[c], U_all)
+        V = _tm(lambda d, f_: d - f_ / 2, _suffix(T, prefix, U), fn)
+        G, HV = hist.grads_and_hvps(theta, c, V)
+        (fs, _), (ts, dU), os_ = _jvp_run(transformation, fs, os_, (fs, G, P), (ts, HV, V))
+        dF = _tm(lambda d, du: jnp.where(c == n // C, du[n % C], d), dF, dU)
+        prefix = _tm(lambda p_, u: p_ + u.sum(0), prefix, U)
+        return fs, ts, os_, prefix, dF
 
-            def g3(b_, a_, bb, z_):  # (g_k, H_k a_k), (H_k b_k, E_k'''(a_k, b_k) + H_k z_k)
-                return jax.jvp(lambda t, u: jax.jvp(lambda x: grad(x, b_), (t,), (u,)),
-                               (theta, a_), (bb, z_))
+    init = (float_state, t_state0, other_state, zeros, zeros)
+    return fn, jax.lax.fori_loop(0, n // C + 1, tangent, init)[-1]
 
-            (G, HA), (HB, HAB) = jax.vmap(g3, in_axes=(ax, 0, 0, 0))(bt, A, B, Z2)
 
-            def inner(fs_, G_, P_, tA_, HA_, A_):
-                out, tout, os_out = jax.jvp(lambda a_, g_, p_: run(a_, os_, g_, p_),
-                                            (fs_, G_, P_), (tA_, HA_, A_), has_aux=True)
-                return (out, tout), os_out
+def _second_order(transformation, hist: History, n, theta):
+    """(f_n, c_n, e_n) of the second-order field f_n + h c_n + h^2 e_n (docs/math.md,
+    section 8, module docstring "Second order"): three walks over the chunks 0..n // C.
+    (1) f_l; (2) y_l = J(D - f_n/2)_l for every l <= n (y_n = c_n) and Df_n f_n = J(f_n)_n;
+    (3) e_n = (1/2) [B_n(a, b) + J(2z)_n]."""
+    C = hist.chunk_size
+    P = broadcast(theta, C)
+    zeros = _tm(jnp.zeros_like, theta)
+    U_all, T = _zeroth_order(transformation, hist, n, theta)  # pass 1
+    fn = _at_n(U_all, n, C)
+    fnC = broadcast(fn, C)
+    float_state, other_state = eqx.partition(transformation.init(theta), eqx.is_inexact_array)
 
-            ((fs, _), (tA, _)), ((tB, _), (tAB, d2U)), os_ = jax.jvp(
-                inner, (fs, G, P, tA, HA, A), (tB, HB, B, tAB, HAB, Z2), has_aux=True)
-            here = c == n // C
-            e = _tm(lambda d, du: jnp.where(here, du[n % C] / 2, d), e, d2U)
-            prefU = _tm(lambda p_, u: p_ + u.sum(0), prefU, U)
-            prefY = _tm(lambda p_, y: p_ + y.sum(0), prefY, Y)
-            return fs, tA, tB, tAB, os_, prefU, prefY, e
+    # pass 2: two tangents, v_k = D_k - f_n/2 (output l is y_l) and f_n in every slot
+    # (output n is Df_n f_n), with D_k = -sum_{l=k}^{n-1} f_l (D_0 = -T).
+    v0 = _tm(lambda t, f_: -t - f_ / 2, T, fn)
+    t2 = jax.vmap(lambda v: jax.jvp(transformation.init, (theta,), (v,))[1])(_stack2(v0, fn))
+    t2 = eqx.filter(t2, eqx.is_inexact_array)
 
-        *_, en = jax.lax.fori_loop(0, c1, third, (float_state, tA0, tB0, tAB0, other_state,
-                                                  zeros, zeros, zeros))
-        return fn, cn, en
+    def two_hvps(E, v):  # g_k, H_k v_k, H_k f_n: one primal, two tangents
+        g, HVF = jax.vmap(lambda t: hvp(E, theta, t))(_stack2(v, fn))
+        return _tm(lambda x: x[0], g), _tm(lambda x: x[0], HVF), _tm(lambda x: x[1], HVF)
 
-    return f, _terms2
+    def tangents(c, carry):
+        fs, ts, os_, prefix, Y_all, dff = carry
+        U = _tm(lambda b: b[c], U_all)
+        V = _tm(lambda d, f_: d - f_ / 2, _suffix(T, prefix, U), fnC)
+        G, HV, HF = hist.each(two_hvps, c, V)
+        (fs, _), (ts, dU), os_ = jax.vmap(
+            lambda t, g, p: _jvp_run(transformation, fs, os_, (fs, G, P), (t, g, p)),
+            out_axes=(None, 0, None))(ts, _stack2(HV, HF), _stack2(V, fnC))
+        dff = _tm(lambda d, du: jnp.where(c == n // C, du[1, n % C], d), dff, dU)
+        Y_all = _tm(lambda b, du: jax.lax.dynamic_update_index_in_dim(b, du[0], c, 0),
+                    Y_all, dU)
+        prefix = _tm(lambda p_, u: p_ + u.sum(0), prefix, U)
+        return fs, ts, os_, prefix, Y_all, dff
+
+    *_, Y_all, dff = jax.lax.fori_loop(
+        0, n // C + 1, tangents,
+        (float_state, t2, other_state, zeros, _buffer(theta, hist), zeros))
+    cn = _at_n(Y_all, n, C)
+    nC = hist.num_chunks * C
+    before_n = jnp.arange(nC) < n  # S = sum_{l<n} y_l
+    S = _tm(lambda y: jnp.tensordot(before_n.astype(y.dtype), y.reshape((nC, *y.shape[2:])), 1),
+            Y_all)
+
+    # pass 3: slot tangents a_k = D_k - r_- f_n, b_k = D_k - r_+ f_n (r_-+ = 1/2 -+
+    # 1/(2 sqrt 3)) and z_k = -sum_{l=k}^{n-1} y_l - c_n/2 + Df_n f_n/12; one jvp of
+    # the jvp gives d/ds [DF_n(theta + s b)(a + 2 s z)] = B_n(a, b) + J(2z)_n = 2 e_n.
+    zc = _tm(lambda c_, d: -c_ / 2 + d / 12, cn, dff)
+    zcC = broadcast(zc, C)
+
+    def init2(p, a, b, z2):
+        return jax.jvp(lambda p_, t_: jax.jvp(transformation.init, (p_,), (t_,)),
+                       (p, a), (b, z2))
+
+    (_, tA0), (tB0, tAB0) = init2(theta, _tm(lambda t, f_: -t - R_MINUS * f_, T, fn),
+                                  _tm(lambda t, f_: -t - R_PLUS * f_, T, fn),
+                                  _tm(lambda s_, z: 2 * (-s_ + z), S, zc))
+    tA0, tB0, tAB0 = (eqx.filter(t, eqx.is_inexact_array) for t in (tA0, tB0, tAB0))
+
+    def third_derivative(E, a_, b_, z_):  # (g_k, H_k a_k), (H_k b_k, E_k'''(a_k, b_k) + H_k z_k)
+        return jax.jvp(lambda t, u: hvp(E, t, u), (theta, a_), (b_, z_))
+
+    def second_tangents(c, carry):
+        fs, tA, tB, tAB, os_, prefU, prefY, e = carry
+        U = _tm(lambda b: b[c], U_all)
+        Y = _tm(lambda b: b[c], Y_all)
+        Dk = _suffix(T, prefU, U)
+        A = _tm(lambda d, f_: d - R_MINUS * f_, Dk, fnC)
+        B = _tm(lambda d, f_: d - R_PLUS * f_, Dk, fnC)
+        Z2 = _tm(lambda q, z: 2 * (q + z), _suffix(S, prefY, Y), zcC)
+        (G, HA), (HB, HAB) = hist.each(third_derivative, c, A, B, Z2)
+
+        def inner(fs_, G_, P_, tA_, HA_, A_):
+            out, tout, os_out = _jvp_run(transformation, fs_, os_, (fs_, G_, P_), (tA_, HA_, A_))
+            return (out, tout), os_out
+
+        ((fs, _), (tA, _)), ((tB, _), (tAB, d2U)), os_ = jax.jvp(
+            inner, (fs, G, P, tA, HA, A), (tB, HB, B, tAB, HAB, Z2), has_aux=True)
+        e = _tm(lambda d, du: jnp.where(c == n // C, du[n % C] / 2, d), e, d2U)
+        prefU = _tm(lambda p_, u: p_ + u.sum(0), prefU, U)
+        prefY = _tm(lambda p_, y: p_ + y.sum(0), prefY, Y)
+        return fs, tA, tB, tAB, os_, prefU, prefY, e
+
+    *_, en = jax.lax.fori_loop(0, n // C + 1, second_tangents,
+                               (float_state, tA0, tB0, tAB0, other_state, zeros, zeros, zeros))
+    return fn, cn, en

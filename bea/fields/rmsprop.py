@@ -22,9 +22,11 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from bea.fields._history import ema_all, grad_history, hvp_history, suffix_sum
+from bea.fields import full_batch
+from bea.fields._history import Direct, ema_all, suffix_sum
+from bea.typing import Field
 
-__all__ = ["R", "P", "P_bar", "field"]
+__all__ = ["R", "P", "P_bar", "field", "order0", "order1", "order1_typo", "limit"]
 
 
 def _R_all(G, rho, eps):
@@ -39,21 +41,23 @@ def _rho_weights(rho, n, K):
 
 def R(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
     """R^(n)(theta) = sqrt(sum_{k<=n} rho^(n-k)(1-rho) g_k^2 + eps) of Theorem 3.3."""
-    return _R_all(grad_history(loss, theta, batches), rho, eps)[n]
+    return _R_all(Direct(loss, batches).grads(theta), rho, eps)[n]
 
 
 def P(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
     """P^(n) of Theorem 3.3."""
-    G = grad_history(loss, theta, batches)
+    hist = Direct(loss, batches)
+    G = hist.grads(theta)
     S = suffix_sum(G / _R_all(G, rho, eps), n)
-    return _rho_weights(rho, n, G.shape[0]) @ (G * hvp_history(loss, theta, batches, S))
+    return _rho_weights(rho, n, G.shape[0]) @ (G * hist.grads_and_hvps(theta, 0, S)[1])
 
 
 def P_bar(loss, theta, batches, n, rho, eps) -> Float[Array, " p"]:
     """Pbar^(n) of Theorem 3.3."""
-    G = grad_history(loss, theta, batches)
+    hist = Direct(loss, batches)
+    G = hist.grads(theta)
     un = (G / _R_all(G, rho, eps))[n]
-    HU = hvp_history(loss, theta, batches, jnp.broadcast_to(un, G.shape))
+    HU = hist.grads_and_hvps(theta, 0, jnp.broadcast_to(un, G.shape))[1]
     return _rho_weights(rho, n, G.shape[0]) @ (G * HU)
 
 
@@ -72,3 +76,36 @@ def field(loss: Callable, batches, h, rho, eps, *, order: int = 1, variant: str 
 
     return adam.field(loss, batches, h, 0.0, rho, eps, order=order, variant=variant,
                       bias_correction=False, window=window, chunk=chunk, scan=scan)
+
+
+# The closed-form builders of the registry entry "rmsprop" (bea.optimizer_registry.Builder:
+# one signature for every kind, full batch when batches is None).
+
+
+def _builder(order: int, variant: str = "paper", limit: bool = False) -> Callable[..., Field]:
+    def build(loss: Callable, h, *, beta, rho, eps, batches=None,
+              num_steps: int | None = None) -> Field:
+        del beta  # RMSProp has no first moment
+        if batches is not None:
+            if limit:
+                raise ValueError("field 'limit' is the full-batch large-n limit (8); it has "
+                                 "no mini-batch form")
+            return field(loss, batches, h, rho, eps, order=order, variant=variant)
+        if limit:
+            return full_batch.rmsprop_limit_field(loss, h, rho, eps)
+        if num_steps is None:
+            raise ValueError("full-batch RMSProp's field needs num_steps")
+        return full_batch.rmsprop_field(loss, h, rho, eps, num_steps, order=order,
+                                        variant=variant)
+
+    return build
+
+
+order0 = _builder(0)
+order0.__doc__ = "RMSProp's zeroth-order field -g/R (Theorem 3.3, h -> 0; full batch: Remark 3.4)."
+order1 = _builder(1)
+order1.__doc__ = "RMSProp's first-order field: Theorem 3.3 (mini-batch), Remark 3.4 (full batch)."
+order1_typo = _builder(1, "typo")
+order1_typo.__doc__ = "Theorem 3.3 / Remark 3.4 with the typeset R^3 under the Hessian term."
+limit = _builder(1, limit=True)
+limit.__doc__ = "Remark 3.4's large-n form, (8) at beta = 0 (full batch only)."

@@ -9,16 +9,19 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
-from bea.fields._history import ema_all, grad_history, hvp_history, one_minus_pow, suffix_sum
+from bea._hvp import hvp
+from bea.fields._history import Direct, ema_all, one_minus_pow, suffix_sum
+from bea.typing import Field
 
 __all__ = ["gd_field", "gamma", "heavy_ball_field", "heavy_ball_minibatch_field",
-           "example_3_5_field", "example_3_8_field"]
+           "example_3_5_field", "example_3_8_field", "gd_order0", "gd_order1",
+           "heavy_ball_order0", "heavy_ball_order1", "heavy_ball_limit"]
 
 
 def _g_Hg(loss, theta):
-    grad = jax.grad(loss)
-    g = grad(theta)
-    return g, jax.jvp(grad, (theta,), (g,))[1]
+    """g and H g: one gradient and one Hessian-vector product (:func:`bea._hvp.hvp`)."""
+    g = jax.grad(loss)(theta)
+    return g, hvp(loss, theta, g)[1]
 
 
 def gd_field(loss: Callable, h, *, order: int = 1, batches: PyTree | None = None):
@@ -26,9 +29,10 @@ def gd_field(loss: Callable, h, *, order: int = 1, batches: PyTree | None = None
 
     With ``batches``, step n uses batch n (memoryless, so the field is the same per step)."""
 
+    hist = None if batches is None else Direct(loss, batches)
+
     def f(n, theta):
-        E = loss if batches is None else (
-            lambda t: loss(t, jax.tree_util.tree_map(lambda b: b[n], batches)))
+        E = loss if hist is None else hist.loss_at(n)
         if order == 0:
             return -jax.grad(E)(theta)
         g, Hg = _g_Hg(E, theta)
@@ -71,15 +75,17 @@ def heavy_ball_minibatch_field(loss: Callable, batches: PyTree, h, beta, *, orde
 
     with identical batches it reduces to Ghosh et al.'s gamma_n form."""
 
+    hist = Direct(loss, batches)
+
     def f(n, theta):
-        G = grad_history(loss, theta, batches)
+        G = hist.grads(theta)
         K = G.shape[0]
         m = ema_all(G, beta) / (1 - beta)  # sum_{k<=l} beta^(l-k) g_k
         mn = m[n]
         if order == 0:
             return -mn
         D = suffix_sum(m, n)
-        HV = hvp_history(loss, theta, batches, D + 0.5 * mn)
+        HV = hist.grads_and_hvps(theta, 0, D + 0.5 * mn)[1]
         k = jnp.arange(K)
         w = jnp.where(k <= n, jnp.asarray(beta, dtype=float) ** jnp.maximum(n - k, 0), 0.0)
         return -mn - h * (w @ HV)
@@ -111,3 +117,41 @@ def example_3_8_field(loss: Callable, h, beta, eps):
         return -(g + h / (2 * s) * (1 + beta) / (1 - beta) * Hg) / s
 
     return f
+
+
+# The closed-form builders of the registry entries "gd" and "heavy_ball"
+# (bea.optimizer_registry.Builder: one signature for every kind, full batch when batches is
+# None).
+
+
+def gd_order0(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+    """GD's zeroth-order field -g_n."""
+    return gd_field(loss, h, order=0, batches=batches)
+
+
+def gd_order1(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+    """Barrett and Dherin's -g_n - (h/2) H_n g_n."""
+    return gd_field(loss, h, order=1, batches=batches)
+
+
+def _heavy_ball(order: int, limit: bool = False):
+    def build(loss: Callable, h, *, beta, rho, eps, batches: PyTree | None = None,
+              num_steps: int | None = None) -> Field:
+        if batches is None:
+            return heavy_ball_field(loss, h, beta, order=order, limit=limit)
+        if limit:
+            raise ValueError("field 'limit' is the full-batch large-n limit; it has no "
+                             "mini-batch form")
+        return heavy_ball_minibatch_field(loss, batches, h, beta, order=order)
+
+    return build
+
+
+heavy_ball_order0 = _heavy_ball(0)
+heavy_ball_order0.__doc__ = "Heavy ball's zeroth-order field -m_n (full batch: Ghosh et al.)."
+heavy_ball_order1 = _heavy_ball(1)
+heavy_ball_order1.__doc__ = "Ghosh et al.'s first-order field (mini-batch: docs/math.md, sec. 5)."
+heavy_ball_limit = _heavy_ball(1, limit=True)
+heavy_ball_limit.__doc__ = "Ghosh et al.'s n -> infinity form (full batch only)."

@@ -33,12 +33,12 @@ practical: $(STAMP)
 # every measured order of docs/orders.md: run the sweeps, then rewrite its tables from them
 orders: $(STAMP)
 	$(PY) -m experiments.orders run
-	$(PY) -m experiments.orders report
+	$(PY) -m experiments.orders report --keep-missing
 
 # the long-memory mini-batch sweeps (docs/math.md section 7): hours on two cores
 orders-long: $(STAMP)
 	$(PY) -m experiments.orders run --long
-	$(PY) -m experiments.orders report
+	$(PY) -m experiments.orders report --keep-missing
 
 # one grid as P local processes forming one JAX cluster (docs/sweeps.md, "Several processes")
 P ?= 2

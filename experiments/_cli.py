@@ -1,14 +1,23 @@
-"""Shared command-line plumbing: one-line errors with exit status 2, float64 and the
-compilation cache. Files are written by bea's one atomic writer (bea._io)."""
+"""Shared command-line plumbing: one-line errors with exit status 2, one line and exit
+status 130 / 143 on SIGINT / SIGTERM (:func:`interruptible`), size limits checked before
+anything is built (:func:`check_size`), float64 and the compilation cache. Files are
+written by bea's one atomic writer (bea._io): a signal leaves every file whole."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+
+_UNSET = object()
 
 
 class Parser(argparse.ArgumentParser):
@@ -24,6 +33,19 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):  # noqa: D401 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, and records in ``self.given`` the destinations set on the command
+        line (not by their defaults), so that conflicting flags can be refused."""
+        ns = super().parse_args(args, namespace)
+        # parsed again into a namespace holding a marker where the defaults would go (None
+        # for the actions that add to what is there: append, count)
+        adds = (argparse._AppendAction, argparse._AppendConstAction, argparse._CountAction)
+        probe = argparse.Namespace(**{a.dest: None if isinstance(a, adds) else _UNSET
+                                      for a in self._actions if a.dest != argparse.SUPPRESS})
+        super().parse_args(args, probe)  # the same arguments: no error the first did not raise
+        self.given = {k for k, v in vars(probe).items() if v is not _UNSET and v is not None}
+        return ns
 
 
 def number(text: str) -> float:
@@ -71,6 +93,83 @@ def check_out_dir(path: str, files: tuple[str, ...] = ()) -> list[str]:
 def fail(prog: str, message: str) -> None:
     sys.stderr.write(f"{prog}: error: {message}\n")
     raise SystemExit(2)
+
+
+def check_size(what: str, value: float, limit: float, hint: str = "") -> None:
+    """Raise ValueError (one line, numbers in 3 significant digits however large) if
+    ``value`` exceeds ``limit``: every size a command would build (members, steps, grid
+    combinations, resamples, processes) is checked this way before anything is built."""
+    if not value <= limit:
+        raise ValueError(f"{what} = {short(value)} exceeds the limit of {short(limit)}"
+                         + (f"; {hint}" if hint else ""))
+
+
+def short(x: float) -> str:
+    """A number in at most a dozen characters: integers below 10**6 exactly, others in 3
+    significant digits (``1e+300``, not 301 digits)."""
+    if isinstance(x, int) and abs(x) < 10**6:
+        return str(x)
+    return f"{x:.3g}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so one handler serves both."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+NOTHING_HALF_WRITTEN = "; every file is written whole (none is half-written)"
+_outer: list[str] = []  # the commands inside exit_on_signal, outermost first
+
+
+@contextlib.contextmanager
+def exit_on_signal(prog: str, note: str = NOTHING_HALF_WRITTEN) -> Iterator[None]:
+    """Inside the block, SIGINT (Ctrl-C) and SIGTERM end the command with one line on
+    stderr, ``PROG: interrupted (SIGINT)`` + ``note``, and exit status 128 + the signal
+    (130, 143), instead of a traceback or a silent death. Code that stops more gently (the
+    training loop saves a checkpoint) installs its own handlers inside the block and
+    restores these; a command run inside another's block leaves the line to the outer
+    one. Handlers are only installed in the main thread."""
+    if _outer:  # a command run by another (orders runs convergence): the outer one says it
+        yield
+        return
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    _outer.append(prog)
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        sys.stderr.write(f"{prog}: interrupted ({signal.Signals(signum).name}){note}\n")
+        sys.stderr.flush()
+        jax = sys.modules.get("jax")
+        if jax is not None and jax.distributed.is_initialized():
+            os._exit(128 + signum)  # JAX's shutdown would wait for the others at a barrier
+        raise SystemExit(128 + signum) from None
+    finally:
+        _outer.pop()
+        if main_thread:
+            signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+
+def interruptible(prog: str, note: str = NOTHING_HALF_WRITTEN) -> Callable:
+    """Decorate a command's ``main`` with :func:`exit_on_signal`."""
+
+    def wrap(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            with exit_on_signal(prog, note):
+                return main(*args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 def cache_dir() -> str:

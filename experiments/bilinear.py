@@ -17,7 +17,7 @@ import io
 import os
 import time
 
-from experiments._cli import Parser, check_out_dir, fail
+from experiments._cli import Parser, check_out_dir, fail, interruptible
 
 PROG = "experiments.bilinear"
 
@@ -120,6 +120,7 @@ def _draw(figure: int, results, contours: str, path: str, dpi: int) -> None:
     write_atomic(path, buf.getvalue())
 
 
+@interruptible(PROG)
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     figure, dpi = _check(args)

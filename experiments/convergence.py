@@ -3,18 +3,38 @@
 Runs the discrete optimizer and each requested modified field on a ladder of h at fixed
 T (``bea.sweep``; with --grid, every combination of beta/rho/eps values with ``bea.grid``),
 prints a table (h, error per field, local slopes, fitted slope) and writes
-convergence.json, convergence.csv and convergence.png under --out.
+convergence.json, convergence.csv and convergence.png under --out (with --grid: grid.json,
+grid_slopes.png and one directory per combination). --out holds one configuration: the
+files of an earlier run there that the new one does not overwrite are removed, with a
+notice. Ctrl-C / SIGTERM: one line, exit status 130 / 143 (results are written only at
+the end, each file whole).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import sys
 
-from experiments._cli import Parser, check_out_dir, enable_compile_cache, fail, integer, number
+from experiments._cli import (
+    Parser,
+    check_out_dir,
+    check_size,
+    enable_compile_cache,
+    fail,
+    integer,
+    interruptible,
+    number,
+)
 
 PROG = "python -m experiments.convergence"
 DEFAULT_H = [0.04, 0.02, 0.01, 0.005]
+MAX_STEPS = 10**9  # N = T/h of one run, and N_max x combinations of a grid
+MAX_COMBINATIONS = 10**4  # of --grid
+SINGLE = ("convergence.json", "convergence.csv", "convergence.png")
+GRID = ("grid.json", "grid_slopes.png")
 
 
 def parser() -> Parser:
@@ -85,8 +105,61 @@ def parse_grid(specs: list[str]) -> dict[str, list[float]]:
     return grid
 
 
+def check_sizes(N: list[int], grid: dict[str, list[float]] | None, h: list[float],
+                T: float) -> None:
+    """ValueError (one line) when the ladder or the grid exceeds :data:`MAX_STEPS` /
+    :data:`MAX_COMBINATIONS`, before the problem or any combination is built."""
+    i = max(range(len(N)), key=N.__getitem__)
+    check_size(f"--h {h[i]:g} with --T {T:g}: N = T/h", N[i], MAX_STEPS,
+               "use a larger h or a shorter T")
+    if grid:
+        C = math.prod(len(v) for v in grid.values())
+        check_size("--grid combinations", C, MAX_COMBINATIONS, "split the grid")
+        check_size(f"--grid combinations x N ({C} x {N[i]})", C * N[i], MAX_STEPS,
+                   "use fewer combinations or a larger h")
+
+
+def earlier_files(out: str) -> list[str]:
+    """The result files of an earlier run in ``out``: convergence.{json,csv,png}, grid.json,
+    grid_slopes.png, and the convergence files of the combinations its grid.json lists;
+    ValueError (one line) if that grid.json cannot be read."""
+    from bea._io import read_json
+
+    if not os.path.isdir(out):
+        return []
+    found = [os.path.join(out, f) for f in (*SINGLE, *GRID) if os.path.isfile(os.path.join(out, f))]
+    index = os.path.join(out, "grid.json")
+    if os.path.isfile(index):
+        try:
+            names = [c["name"] for c in read_json(index)["combinations"]]
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"--out {out!r} holds an unreadable grid.json ({e}): remove it or "
+                             "choose another --out") from None
+        for n in names:
+            if isinstance(n, str) and n and os.sep not in n and n not in (".", ".."):
+                found += [os.path.join(out, n, f) for f in SINGLE
+                          if os.path.isfile(os.path.join(out, n, f))]
+    return found
+
+
+def remove_stale(out: str, earlier: list[str], written: list[str]) -> list[str]:
+    """Remove the files of ``earlier`` that ``written`` did not replace, and the
+    combination directories this empties; returns the removed files."""
+    new = {os.path.abspath(p) for p in written}
+    stale = [p for p in earlier if os.path.abspath(p) not in new and os.path.exists(p)]
+    for p in stale:
+        os.remove(p)
+    for d in dict.fromkeys(os.path.dirname(p) for p in stale):
+        if os.path.abspath(d) != os.path.abspath(out):
+            with contextlib.suppress(OSError):  # not empty: something else lives there
+                os.rmdir(d)
+    return stale
+
+
+@interruptible(PROG, "; results are written only at the end, each file whole")
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     from bea import distributed
 
     try:  # before any JAX computation: join the cluster the environment describes, if any
@@ -94,10 +167,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         fail(PROG, str(e))
     with distributed.fail_cleanly(PROG):
-        return _main(args, distributed.is_main())
+        return _main(args, distributed.is_main(), p.given)
 
 
-def _main(args, main_process: bool) -> int:
+def _main(args, main_process: bool, given: set[str] = frozenset()) -> int:
     """The sweep; in a multi-process run every process computes its share of the grid and
     only process 0 checks and writes --out and prints."""
     import bea
@@ -116,17 +189,26 @@ def _main(args, main_process: bool) -> int:
                   history=args.history)
     say = print if main_process else (lambda *a, **k: None)
     try:
+        if not 0 <= args.seed < 2**32:
+            raise ValueError(f"--seed must be an integer in [0, 2**32 - 1], got {args.seed}")
         cfg = bea.SweepConfig(**config)
         if args.problem == "bilinear" and args.batch_size is not None:
             raise ValueError("the bilinear problem has one example: drop --batch-size")
         grid = parse_grid(args.grid) if args.grid else None
-        names = ("grid.json",) if grid else ("convergence.json", "convergence.csv",
-                                             "convergence.png")
+        for name in grid or ():
+            if name in given:
+                raise ValueError(f"--{name} {getattr(args, name)} conflicts with --grid "
+                                 f"{name}=...: give {name} in one of them")
+        check_sizes(list(cfg.N), grid, args.h, args.T)
+        names = GRID[:1] if grid else SINGLE
         replaced = check_out_dir(args.out, names) if main_process else []
+        earlier = earlier_files(args.out) if main_process else []
         problem = make_problem(args.problem, seed=args.seed, num_examples=args.num_examples)
         where = (f"mini-batch {args.batch_size}" if args.batch_size else "full batch")
+        hyper = " ".join(f"{k}={grid[k] if grid and k in grid else getattr(args, k)}"
+                         for k in ("beta", "rho", "eps"))
         say(f"{args.optimizer} ({cfg.engine} fields) on {args.problem} ({where}), "
-            f"beta={args.beta} rho={args.rho} eps={args.eps} T={args.T}", flush=True)
+            f"{hyper} T={args.T}", flush=True)
 
         def progress(r):
             errs = ", ".join(f"{k} {v:.3e}" for k, v in r["errors"].items())
@@ -153,7 +235,12 @@ def _main(args, main_process: bool) -> int:
     if replaced:
         print(f"replacing {', '.join(replaced)} of an earlier run in {args.out}",
               file=sys.stderr)
-    res.save(args.out, plot=True)
+    stale = remove_stale(args.out, earlier, res.save(args.out, plot=True))
+    if stale:
+        shown = [os.path.relpath(p, args.out) for p in stale]
+        print(f"removed {len(stale)} file(s) of an earlier run in {args.out} that this one "
+              f"does not replace: {', '.join(shown[:6])}{' ...' if len(shown) > 6 else ''} "
+              "(--out holds one configuration)", file=sys.stderr)
     print(res.table())
     if grid:
         print(f"{res.seconds:.1f} s on {res.devices} device(s) in {res.processes} "

@@ -39,10 +39,19 @@ import os
 import numpy as np
 
 from bea._io import write_atomic, write_json
-from experiments._cli import Parser, check_out_dir, fail, integer, number
+from experiments._cli import (
+    Parser,
+    check_out_dir,
+    check_size,
+    fail,
+    integer,
+    interruptible,
+    number,
+)
 from experiments._cli import numbers as number_list
 
 PROG = "experiments.figures"
+MAX_BOOT = 10**6  # bootstrap resamples (memory: resamples x seeds per configuration)
 FIGURES = ("3", "4", "5", "6", "7", "8", "mechanism")
 X_OF = {3: "rho", 4: "rho", 5: "beta", 6: "beta", 7: "beta", 8: "rho"}
 # (quantity, the sign of its slope against x that the paper reports); the first is the
@@ -528,6 +537,7 @@ def _floats(text: str) -> list[float]:
     return vals
 
 
+@interruptible(PROG)
 def main(argv: list[str] | None = None) -> dict:
     p = Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--figure", choices=FIGURES, required=True)
@@ -553,6 +563,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise FigureError(f"--window must be >= 0, got {args.window}")
         if args.n_boot < 100:
             raise FigureError(f"--n-boot must be >= 100, got {args.n_boot}")
+        check_size("--n-boot", args.n_boot, MAX_BOOT)
         if args.figure == "mechanism":
             numbers = draw_mechanism(args.runs, args.out, args.threshold, args.window,
                                      args.n_boot, args.bootstrap_seed)

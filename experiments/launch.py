@@ -19,6 +19,7 @@ launcher (srun, mpirun) or set the three variables per host: nothing else change
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,9 +27,14 @@ import sys
 import threading
 import time
 
-from experiments._cli import Parser, fail, integer
+from experiments._cli import Parser, check_size, fail, integer, interruptible
 
 PROG = "python -m experiments.launch"
+
+
+def max_processes() -> int:
+    """The most local processes -n may ask for: the CPU count, at least 8."""
+    return max(8, os.cpu_count() or 1)
 
 
 def free_port() -> int:
@@ -59,9 +65,15 @@ def launch(n: int, command: list[str], grace: float = 10.0, port: int | None = N
         for i in range(n):
             env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                        JAX_NUM_PROCESSES=str(n), JAX_PROCESS_ID=str(i))
-            p = subprocess.Popen(command, env=env, text=True,
-                                 stdout=None if i == 0 else subprocess.DEVNULL,
-                                 stderr=None if i == 0 else subprocess.PIPE)
+            try:
+                p = subprocess.Popen(command, env=env, text=True,
+                                     stdout=None if i == 0 else subprocess.DEVNULL,
+                                     stderr=None if i == 0 else subprocess.PIPE)
+            except OSError as e:  # not found, not executable: stop those already started
+                for q in procs:
+                    q.kill()
+                    q.wait()
+                fail(PROG, f"cannot start {command[0]!r}: {e.strerror or e}")
             if i:
                 threading.Thread(target=_relay, args=(p.stderr, f"[{i}] ", sys.stderr),
                                  daemon=True).start()
@@ -101,6 +113,7 @@ def launch(n: int, command: list[str], grace: float = 10.0, port: int | None = N
     return procs[0].returncode
 
 
+@interruptible(PROG, "; no process was started yet")  # once started: passed on to them
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
@@ -115,8 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[split + 1:]
     if args.processes < 1:
         fail(PROG, f"-n must be at least 1, got {args.processes}")
+    try:
+        check_size("-n", args.processes, max_processes(), "processes run on this machine "
+                   "(at most its CPU count, or 8)")
+    except ValueError as e:
+        fail(PROG, str(e))
     if not command:
         fail(PROG, "empty command after '--'")
+    if shutil.which(command[0]) is None:
+        fail(PROG, f"cannot start {command[0]!r}: no such executable (not found on PATH, or "
+                   "not executable)")
     return launch(args.processes, command, args.grace, args.port)
 
 

@@ -5,6 +5,11 @@
     python -m experiments.orders report           # rewrite docs/orders.md's tables from them
     python -m experiments.orders list             # the sweeps and their commands
 
+``report`` refuses (one line, the document untouched) a --results directory that does not
+exist or holds none of the sweeps, and a rewrite that would drop rows the document already
+shows (sweeps measured before whose results are not in --results) unless told to keep
+those rows (--keep-missing, what ``make orders`` does) or to drop them (--drop-missing).
+
 Every row of the table is one ``python -m experiments.convergence`` command (the CLI's own
 defaults fill in what it does not say), run into ``results/orders/NAME`` and read back from
 its ``convergence.json``: the documentation shows what the command prints, and nothing is
@@ -22,7 +27,7 @@ import sys
 import time
 from typing import NamedTuple
 
-from experiments._cli import Parser, fail
+from experiments._cli import Parser, fail, interruptible
 
 PROG = "python -m experiments.orders"
 RESULTS = "results/orders"
@@ -116,15 +121,20 @@ def _fmt(x: float, spec: str) -> str:
     return "–" if x != x else format(x, spec)
 
 
-def table(results: str = RESULTS) -> str:
-    """The markdown table of every sweep whose results exist under ``results``."""
+def table(results: str = RESULTS, kept: dict[str, list[str]] | None = None) -> str:
+    """The markdown table of every sweep whose results exist under ``results``; a sweep
+    without them keeps its rows from ``kept`` (``{name: rows}``, see :func:`measured`)."""
     from bea.result import SweepResult
 
     rows = ["| sweep | field | errors (coarsest h → finest h) | local slopes | fitted slope "
             "| solve | seconds |", "|---|---|---|---|---|---|---|"]
-    missing = []
+    missing, reused = [], []
     for s in SWEEPS:
         path = os.path.join(results, s.name, "convergence.json")
+        if not os.path.exists(path) and s.name in (kept or {}):
+            rows += kept[s.name]
+            reused.append(s.name)
+            continue
         if not os.path.exists(path):
             missing.append(s.name)
             continue
@@ -140,6 +150,9 @@ def table(results: str = RESULTS) -> str:
             rows.append(f"| {name} | {k} | {_fmt(e[0], '.2e')} → {_fmt(e[-1], '.2e')}{floor} "
                         f"| {local} | **{_fmt(r.slopes[k], '.3f')}** | {solve} | {secs} |")
         rows.append(f"| | h = {h[0]:g} … {h[-1]:g}, N = {r.N[0]} … {r.N[-1]} | | | | | |")
+    if reused:
+        rows.append(f"\n(rows kept from the previous report, their runs not at hand: "
+                    f"{', '.join(reused)})")
     if missing:
         rows.append(f"\n(not run yet: {', '.join(missing)})")
     return "\n".join(rows)
@@ -149,21 +162,61 @@ def commands() -> str:
     return "\n".join(f"| `{s.name}` | {s.what} | `{command(s)}` |" for s in SWEEPS)
 
 
-def report(results: str = RESULTS, doc: str = DOC) -> str:
-    """Rewrite the generated part of ``doc`` (between the markers) from ``results``."""
+def measured(text: str) -> dict[str, list[str]]:
+    """``{sweep: its rows}`` of the measured table in a generated section ``text``."""
+    head = text.find("| sweep | field |")
+    out: dict[str, list[str]] = {}
+    name = None
+    for line in text[head:].splitlines()[2:] if head >= 0 else []:
+        if not line.startswith("|"):
+            break
+        m = re.match(r"\| `([^`]+)` \| ", line)
+        name = m.group(1) if m else name
+        if name is not None:
+            out.setdefault(name, []).append(line)
+    return out
+
+
+def report(results: str = RESULTS, doc: str = DOC, missing: str = "refuse") -> str:
+    """Rewrite the generated part of ``doc`` (between the markers) from ``results``.
+    ValueError (one line, ``doc`` untouched) if ``results`` is not a directory or holds
+    none of the sweeps; a sweep whose rows ``doc`` shows but whose results are not in
+    ``results`` is refused (``missing="refuse"``), keeps its rows (``"keep"``) or is
+    dropped (``"drop"``)."""
+    if missing not in ("refuse", "keep", "drop"):
+        raise ValueError(f"missing must be refuse, keep or drop, got {missing!r}")
     from bea._io import write_atomic
 
+    if not os.path.isdir(results):
+        raise ValueError(f"--results {results!r} is not a directory (no runs to report)")
+    have = [s.name for s in SWEEPS
+            if os.path.exists(os.path.join(results, s.name, "convergence.json"))]
+    if not have:
+        raise ValueError(f"--results {results!r} holds none of the {len(SWEEPS)} sweeps "
+                         f"(NAME/convergence.json, e.g. {SWEEPS[0].name}): nothing to report")
     with open(doc) as f:
         text = f.read()
     if BEGIN not in text or END not in text:
         raise ValueError(f"{doc} has no generated section ({BEGIN} ... {END})")
-    body = ("| sweep | what | command |\n|---|---|---|\n" + commands() + "\n\n" + table(results))
+    old = measured(text[text.index(BEGIN):text.index(END)])
+    dropped = [n for n in old if n not in have]
+    if dropped and missing == "refuse":
+        names = ", ".join(dropped[:4]) + (f" and {len(dropped) - 4} more" if len(dropped) > 4
+                                          else "")
+        raise ValueError(f"the rewrite would drop the measured rows of {names} from {doc} (no "
+                         f"results in {results}): run them, or pass --keep-missing or "
+                         "--drop-missing")
+    kept = {n: old[n] for n in dropped} if missing == "keep" else None
+    body = ("| sweep | what | command |\n|---|---|---|\n" + commands() + "\n\n"
+            + table(results, kept))
     new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{body}\n{END}",
                  text, flags=re.S)
     write_atomic(doc, new)
     return body
 
 
+@interruptible(PROG, "; the sweeps finished before it are kept under --results, the one "
+                     "running wrote nothing, the document is rewritten whole or not at all")
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("action", choices=["run", "report", "list"])
@@ -171,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long", action="store_true", help="run the long-memory sweeps")
     p.add_argument("--results", default=RESULTS, help="where the runs are written/read")
     p.add_argument("--doc", default=DOC, help="the document whose table is rewritten")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--keep-missing", action="store_true",
+                      help="report: keep the document's rows of sweeps without results in "
+                           "--results (else refused)")
+    keep.add_argument("--drop-missing", action="store_true",
+                      help="report: drop the document's rows of sweeps without results in "
+                           "--results (else refused)")
     args = p.parse_args(argv)
     for n in args.names:
         if n not in BY_NAME:
@@ -181,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         run(args.names or [s.name for s in SWEEPS if s.long == args.long], args.results)
     else:
         try:
-            report(args.results, args.doc)
+            report(args.results, args.doc, "keep" if args.keep_missing else
+                   "drop" if args.drop_missing else "refuse")
         except (OSError, ValueError) as e:
             fail(PROG, str(e))
         print(f"rewrote the tables of {args.doc} from {args.results}/")

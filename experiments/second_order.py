@@ -22,7 +22,7 @@ different h have seen different batches by the same t: there the comparison is b
 paths that share only their start.
 
     python -m experiments.second_order --out results/second_order   # ~1.5 min on 2 cores
-    python -m experiments.second_order --small --points 20 --out DIR  # the test's size
+    python -m experiments.second_order --small --out DIR  # the test's size (20 points)
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from experiments._cli import (
     enable_compile_cache,
     fail,
     integer,
+    interruptible,
 )
 
 PROG = "python -m experiments.second_order"
@@ -104,9 +105,9 @@ def build_parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__.split("\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--points", type=integer, default=100,
+    p.add_argument("--points", type=integer, default=None,
                    help="iterates evaluated per run (a common grid of t; must divide every "
-                        "N = T/h)")
+                        "N = T/h; default 100, with --small 20)")
     p.add_argument("--small", action="store_true",
                    help="tiny sizes (the test): two bilinear settings and one MLP, two h each")
     p.add_argument("--dpi", type=integer, default=90, help="PNG resolution")
@@ -300,9 +301,12 @@ def table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@interruptible(PROG)
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     settings = SMALL if args.small else SETTINGS
+    if args.points is None:
+        args.points = 20 if args.small else 100
     _check(args, settings)
 
     import bea

@@ -22,9 +22,19 @@ import argparse
 import json
 import sys
 
-from experiments._cli import Parser, check_out_dir, fail, integer, key_values, number
+from experiments._cli import (
+    Parser,
+    check_out_dir,
+    check_size,
+    fail,
+    integer,
+    interruptible,
+    key_values,
+    number,
+)
 
 PROG = "experiments.train"
+MAX_MEMBERS = 10**4  # sweep values x seeds
 # flags that may differ between the processes of one run (process 0's --out is the run's)
 _PER_PROCESS = ("out", "no_progress", "distributed", "kill_at_step", "wait_at_step")
 
@@ -92,8 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_command(args, given: set[str]) -> None:
+    """ValueError (one line) for a flag that --sweep overrides and for more than
+    :data:`MAX_MEMBERS` members, before any member is listed or built."""
+    configs = 1
+    if args.sweep is not None:
+        key, vals = args.sweep  # parsed by key_values
+        if key in given:
+            raise ValueError(f"--{key} {getattr(args, key)} conflicts with --sweep "
+                             f"{key}={','.join(map(repr, vals))}: give {key} in one of them")
+        configs = len(vals)
+    check_size(f"members (--seeds {args.seeds} x {configs} sweep value(s))",
+               args.seeds * configs, MAX_MEMBERS)
+
+
+# a signal inside the training steps saves and stops there (bea.nn.train.Interrupted)
+@interruptible(PROG, " outside the training steps; a run already started continues with "
+                     "--resume")
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        check_command(args, p.given)
+    except ValueError as e:
+        fail(PROG, str(e))
     from bea import distributed
 
     try:  # before any JAX computation: join the cluster the environment describes, if any
@@ -101,12 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except ValueError as e:
         fail(PROG, str(e))
     with distributed.fail_cleanly(PROG):
-        try:
-            return _main(args, distributed.is_main())
-        except KeyboardInterrupt:  # before or after the training loop (inside it: Interrupted)
-            sys.stderr.write(f"{PROG}: interrupted (SIGINT) outside the training steps; a run "
-                             "already started continues with --resume\n")
-            raise SystemExit(130) from None
+        return _main(args, distributed.is_main())
 
 
 def _process0_flags(args) -> dict:

@@ -135,3 +135,44 @@ def test_grid_writes_one_result_per_combination(tmp_path):
     assert set(one) >= {"config", "h", "N", "errors", "slopes", "local_slopes", "floor"}
     assert one["config"]["beta"] == 0.5 and one["config"]["rho"] == 0.7
     assert (out / "grid_slopes.png").exists()
+
+
+def _files(d):
+    return sorted(os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs)
+
+
+def test_out_holds_one_configuration(tmp_path, capsys):
+    """A single sweep, a grid, another grid and a single sweep again into one --out: each
+    leaves only its own files (an earlier run's other files are removed, with a notice),
+    and the header names the gridded values, not the flags' defaults."""
+    from experiments.convergence import main
+
+    out = tmp_path / "o"
+    base = ["--h", "0.05", "0.025", "--fields", "order1", "--out", str(out), "--no-compile-cache"]
+    assert main(base) == 0
+    assert _files(out) == ["convergence.csv", "convergence.json", "convergence.png"]
+    capsys.readouterr()
+    assert main([*base, "--grid", "beta=0.5,0.7"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.splitlines()[0].endswith("beta=[0.5, 0.7] rho=0.7 eps=0.001 T=1.0")
+    assert "removed 3 file(s) of an earlier run" in cap.err and "convergence.png" in cap.err
+    assert _files(out) == ["beta=0.5/convergence.csv", "beta=0.5/convergence.json",
+                           "beta=0.7/convergence.csv", "beta=0.7/convergence.json",
+                           "grid.json", "grid_slopes.png"]
+    assert main([*base, "--grid", "beta=0.7,0.9"]) == 0  # beta=0.5 is not in this one
+    assert "removed 2 file(s)" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["beta=0.7", "beta=0.9", "grid.json", "grid_slopes.png"]
+    assert main(base) == 0
+    assert "removed 6 file(s)" in capsys.readouterr().err
+    assert _files(out) == ["convergence.csv", "convergence.json", "convergence.png"]
+    assert sorted(os.listdir(out)) == _files(out)  # the combinations' directories too
+
+
+def test_a_damaged_grid_index_in_out_is_refused(tmp_path, capsys):
+    from experiments.convergence import main
+
+    (tmp_path / "grid.json").write_text("{not json")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path), "--no-compile-cache"])
+    assert e.value.code == 2 and "unreadable grid.json" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["grid.json"]

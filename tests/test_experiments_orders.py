@@ -2,6 +2,7 @@
 rewrites the generated table from result files (and nothing else)."""
 
 import shlex
+import shutil
 
 import pytest
 from _helpers import run_sweep
@@ -18,8 +19,14 @@ def test_every_sweep_is_a_valid_command(sweep):
                     rho=a.rho, eps=a.eps, batch_size=a.batch_size, engine=a.engine)
 
 
-def test_report_rewrites_only_the_generated_section(tmp_path):
-    r = run_sweep(bilinear(), optimizer="gd", h=[0.02, 0.01], T=0.2)  # N >= 8: fitted
+@pytest.fixture(scope="module")
+def result():
+    """One real (tiny) sweep result, written as any sweep's."""
+    return run_sweep(bilinear(), optimizer="gd", h=[0.02, 0.01], T=0.2)  # N >= 8: fitted
+
+
+def test_report_rewrites_only_the_generated_section(tmp_path, result):
+    r = result
     r.save(str(tmp_path / "results" / "logistic_gd"))
     doc = tmp_path / "orders.md"
     doc.write_text(f"# Title\n\nbefore\n{orders.BEGIN}\nstale\n{orders.END}\nafter\n")
@@ -38,3 +45,35 @@ def test_docs_list_every_sweep():
     text = open(orders.DOC).read()
     for s in orders.SWEEPS:
         assert f"`{s.name}`" in text and orders.command(s) in text, s.name
+
+
+def test_report_keeps_or_drops_measured_rows_only_when_told(tmp_path, result, capsys):
+    """Issue 23: a report from a results folder lacking sweeps the document shows refuses,
+    document untouched; --keep-missing keeps their rows as they were, --drop-missing drops
+    them; a folder that does not exist or holds no sweep is refused whatever the flags."""
+    res = tmp_path / "results"
+    for name in ("bilinear_adam", "logistic_gd"):
+        result.save(str(res / name))
+    doc = tmp_path / "orders.md"
+    doc.write_text(f"# T\n{orders.BEGIN}\n{orders.END}\n")
+    orders.report(str(res), str(doc))
+    rows = orders.measured(doc.read_text())
+    assert list(rows) == ["bilinear_adam", "logistic_gd"] and len(rows["bilinear_adam"]) == 3
+    shutil.rmtree(res / "bilinear_adam")
+    before = doc.read_bytes()
+    for flags in ([], ["--results", str(tmp_path / "typo")],
+                  ["--results", str(tmp_path), "--drop-missing"]):
+        with pytest.raises(SystemExit) as e:
+            orders.main(["report", "--results", str(res), "--doc", str(doc), *flags])
+        assert e.value.code == 2 and doc.read_bytes() == before
+    err = capsys.readouterr().err.splitlines()
+    assert "would drop the measured rows of bilinear_adam" in err[0]
+    assert "is not a directory" in err[1] and "holds none of the" in err[2]
+    assert orders.main(["report", "--results", str(res), "--doc", str(doc),
+                        "--keep-missing"]) == 0
+    text = doc.read_text()
+    assert orders.measured(text) == rows  # the kept rows as they were
+    assert "(rows kept from the previous report, their runs not at hand: bilinear_adam)" in text
+    orders.report(str(res), str(doc), missing="drop")
+    assert list(orders.measured(doc.read_text())) == ["logistic_gd"]
+    assert "not run yet: bilinear_adam, " in doc.read_text()

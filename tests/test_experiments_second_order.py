@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # ~30 s: three compiled order-2 programs
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("second_order")
-    doc = main(["--small", "--points", "20", "--out", str(out), "--no-compile-cache"])
+    doc = main(["--small", "--out", str(out), "--no-compile-cache"])  # 20 points
     return out, doc
 
 
@@ -119,3 +119,12 @@ def test_bad_flags_exit_2_one_line(args, needle, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
     assert not (tmp_path / "o").exists()
+
+
+def test_small_alone_has_a_default_number_of_points(tmp_path, capsys):
+    """--small takes 20 points unless told (100 divides none of its MLP's N): its flags pass,
+    and the one refusal left is the --out given here."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main(["--small", "--out", str(tmp_path / "file")])
+    assert e.value.code == 2 and "is not a directory" in capsys.readouterr().err

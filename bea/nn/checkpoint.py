@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 
 import jax
@@ -41,6 +42,28 @@ def _quiet(name: str):
         yield
     finally:
         logger.setLevel(old)
+
+
+def _drop_closed_loop_reports() -> None:
+    """Silence exactly the reports a failed orbax restore leaves behind. The restore
+    aborts on the first unreadable array while tensorstore still has reads in flight; as
+    each completes, its callback finds orbax's asyncio loop closed and Python prints a
+    ``RuntimeError: Event loop is closed`` traceback through ``sys.unraisablehook``
+    (dozens per damaged checkpoint, while and after the restore fails). Installed once,
+    by the first :meth:`Checkpointer.restore_latest`; every other report goes to the
+    previous hook."""
+    if getattr(sys.unraisablehook, "_bea_closed_loop_filter", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(report):
+        e = report.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        previous(report)
+
+    hook._bea_closed_loop_filter = True
+    sys.unraisablehook = hook
 
 
 def _one_line(e: BaseException) -> str:
@@ -108,6 +131,7 @@ class Checkpointer:
         nothing, if every checkpoint is damaged."""
         damaged = []
         found = None
+        _drop_closed_loop_reports()  # a damaged one is said below, once
         for step in reversed(self.steps()):
             try:
                 with _quiet("absl"):  # orbax logs a damaged file before raising: said below

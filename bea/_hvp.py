@@ -5,7 +5,7 @@ Forward-over-reverse: one ``jax.jvp`` of ``jax.grad``, so H v costs a small cons
 gradient and never forms H; the gradient comes out as the product's primal, at no extra
 cost. Several tangents against one theta: ``jax.vmap`` over ``v`` alone (the primal is not
 batched, so it is computed once). Every field of :mod:`bea.fields` and
-:func:`bea.norms.grad_perturbed_one_norm` call this function; derivatives of it (the third
+:func:`bea._norms.grad_perturbed_one_norm` call this function; derivatives of it (the third
 derivatives of the second-order field, docs/math.md, section 8) are ``jax.jvp`` of it.
 """
 

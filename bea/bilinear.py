@@ -24,7 +24,7 @@ of nu, comes from the first-order term of the modified equation, whose large-n f
     -g/R + h/2 ((1+rho)/(1-rho) g^2/R^2 - (1+beta)/(1-beta)) grad ||grad E||_{1,eps} / R,
 
 i.e. for |g| >> sqrt(eps) the flow of E + h/2 ((1+beta)/(1-beta) - (1+rho)/(1-rho))
-||grad E||_{1,eps} (:func:`bea.norms.correction_coefficient`): a positive coefficient (beta > rho)
+||grad E||_{1,eps} (:func:`bea._norms.correction_coefficient`): a positive coefficient (beta > rho)
 penalises the one-norm and predicts nu to drop, a negative one predicts it to rise. We measure
 
     drift = nu(theta^(N)) - nu(theta^(0)),   N = T/h,
@@ -46,9 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from bea._integrate import solve
+from bea._norms import correction_coefficient, perturbed_one_norm
 from bea.fields.full_batch import adam_field
-from bea.integrate import solve
-from bea.norms import correction_coefficient, perturbed_one_norm
 from bea.optimizers import adam, trajectory
 from bea.problems import Problem, bilinear
 

@@ -107,11 +107,11 @@ REGISTRY: dict[str, Spec] = {
     # closed forms (the paper's theorems and the special cases), bea's own iterations
     "adam": Spec(lambda lr, b, r, e: _opt.adam(lr, b, r, e),
                  "Adam, eps inside the root, bias corrected (Definition 3.1; Theorem 3.6)",
-                 _builders("bea.fields.adam", order0="order0", order1="order1",
+                 _builders("bea.fields.adam_fields", order0="order0", order1="order1",
                            order1_typo="order1_typo", limit="limit"), grouped=True),
     "rmsprop": Spec(lambda lr, b, r, e: _opt.rmsprop(lr, r, e),
                     "RMSProp, eps inside the root (Definition 3.1; Theorem 3.3)",
-                    _builders("bea.fields.rmsprop", order0="order0", order1="order1",
+                    _builders("bea.fields.rmsprop_fields", order0="order0", order1="order1",
                               order1_typo="order1_typo", limit="limit"), grouped=True),
     "gd": Spec(lambda lr, b, r, e: _opt.gd(lr), "gradient descent (Barrett and Dherin)",
                _builders("bea.fields.special_cases", order0="gd_order0", order1="gd_order1")),

@@ -117,7 +117,7 @@ def as_problem(loss: Callable[[PyTree, Any], Float[Array, ""]], params0: PyTree,
     The parameters are flattened with ``ravel_pytree``: the problem's loss takes a flat theta
     of shape (p,) and ``problem.unravel`` gives the parameters back. Float leaves of
     ``params0`` and ``data`` are converted to the current default float dtype (float64
-    inside :func:`bea.precision.float64`). Raises ValueError (one line) for data without a
+    inside :func:`bea._precision.float64`). Raises ValueError (one line) for data without a
     common example axis or parameters that are not float arrays."""
     leaves = jax.tree_util.tree_leaves_with_path(params0)
     if not leaves:
@@ -327,9 +327,9 @@ class Grouped(NamedTuple):
     ``b(k) = ids[k]`` of the ``B`` batches in ``distinct`` (every leaf has leading axis B), so
     batch k is ``distinct[ids[k]]``. A finite data set cut into a fixed partition (visited in
     any order, e.g. :func:`bea.problems.epoch_batches`) gives one; passed as ``batches`` to
-    :func:`bea.fields.adam.field` or :func:`bea.fields.rmsprop.field` it selects the grouped
-    evaluation of Theorems 3.6 / 3.3 (B gradients and 2B Hessian-vector products per
-    evaluation, whatever n is)."""
+    :func:`bea.fields.adam_fields.field` or :func:`bea.fields.rmsprop_fields.field` it
+    selects the grouped evaluation of Theorems 3.6 / 3.3 (B gradients and 2B Hessian-vector
+    products per evaluation, whatever n is)."""
 
     distinct: PyTree  # leaves with leading axis B
     ids: Int[Array, " K"]  # b(k) in [0, B)
@@ -360,7 +360,7 @@ def epoch_schedule(num_examples: int, batch_size: int, num_steps: int,
     ``batch_ids[k] = perm_e[k mod B]`` with e = k // B and perm_e a permutation of range(B)
     drawn from ``fold_in(key, e)``. Batch k does not depend on ``num_steps`` (prefixes of one
     infinite sequence, docs/math.md, section 1). Each distinct batch recurs once per epoch, so the
-    history groups by distinct batch (:class:`bea.fields.Grouped`, :func:`epoch_batches`)."""
+    history groups by distinct batch (:class:`Grouped`, :func:`epoch_batches`)."""
     if not 1 <= batch_size <= num_examples:
         raise ValueError(f"batch size {batch_size} must lie in [1, {num_examples}]")
     if num_steps < 0:
@@ -385,7 +385,7 @@ def _epoch_schedule(seed, num_examples, batch_size, num_steps):
 
 def epoch_batches(problem: Problem, batch_size: int, num_steps: int, seed: int) -> Grouped:
     """Steps 0..num_steps-1 of the problem's epoch schedule (:func:`epoch_schedule`) as a
-    grouped history :class:`bea.fields.Grouped`: the B distinct batches (leading axis B) and
+    grouped history :class:`Grouped`: the B distinct batches (leading axis B) and
     b(k) for every step. ``.materialize()`` gives the direct per-step history, identical to
     :func:`epoch_sequence`."""
     s = epoch_schedule(problem.num_examples, batch_size, num_steps, seed)

@@ -43,7 +43,7 @@ def machine() -> str:
 
 def emit(obj: dict) -> None:
     """One JSON line on stdout, read by benchmarks/run.py."""
-    from bea._io import jsonable
+    from bea.io import jsonable
 
     print("BENCH " + json.dumps(jsonable(obj)), flush=True)
 

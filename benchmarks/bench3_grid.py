@@ -25,7 +25,7 @@ def main(quick: bool = False, skip_other: bool = False):
     grid = {"beta": c["betas"], "rho": c["rhos"]}
     with Timer() as tg:
         p = bilinear()
-        g = bea.grid(p.loss, p.theta0, p.data, grid=grid, optimizer="adam", h=hs, T=T,
+        g = bea.grid(p.loss, p.theta0, p.data, over=grid, optimizer="adam", h=hs, T=T,
                      fields=("order0", "order1"), eps=c["eps"])
     row = {"bench": 3, "name": "16-point (beta, rho) grid, bilinear, vs 16 sequential runs",
            "bea_s": tg.seconds, "steps": [round(T / h) for h in hs], "devices": g.devices}

@@ -30,9 +30,9 @@ TABLEAU = "dopri5"  # what bea.sweep's auto solver tries first, and uses on thes
 
 
 def stages() -> int:
-    from bea.integrate import TABLEAUS
+    import diffrax
 
-    return len(TABLEAUS[TABLEAU]().tableau.c) + 1
+    return len({"dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}[TABLEAU]().tableau.c) + 1
 
 
 def _gh_loop(loss, theta0, batches, M):
@@ -55,7 +55,7 @@ def _gh_loop(loss, theta0, batches, M):
 
 def main(quick: bool = False, skip_other: bool = False):
     import bea
-    from bea import _programs as pg
+    from bea import programs as pg
     from bea.problems import batch_sequence, bilinear, mlp
 
     bea.enable_x64()

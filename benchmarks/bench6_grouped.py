@@ -5,7 +5,7 @@ Part A, one field evaluation. Theorem 3.6's order-1 field on the default digits 
 (0.9, 0.99), at steps n = 10 B and 1000 B: the direct sum (n+1 gradients and HVPs), the
 grouped evaluation with its elementwise recursions run sequentially (the CPU default) and
 as parallel prefix scans; split out of it, its elementwise recursions alone
-(``bea.fields._grouped``'s), and the grouped field at n = 0, where the recursions are empty:
+(``bea.fields.grouped``'s), and the grouped field at n = 0, where the recursions are empty:
 its B gradients and 2B HVPs, the part that does not depend on n. Compiled, warm, least
 elapsed time of repeats; the fields are also checked to agree (relative difference).
 
@@ -48,21 +48,21 @@ def _cpu_min(f, *args, reps: int = 7, budget: float = 2.0) -> float:
 
 
 def _elementwise(ids, start, t, sizes) -> dict:
-    """The grouped field's elementwise recursions alone, both ways (bea.fields._grouped)."""
-    from bea.fields import _grouped
+    """The grouped field's elementwise recursions alone, both ways (bea.fields.grouped)."""
+    from bea.fields import grouped
 
     beta, rho = HYPER["beta"], HYPER["rho"]
     return {
-        "sequential": jax.jit(lambda G, n: _grouped._sequential(
+        "sequential": jax.jit(lambda G, n: grouped.sequential(
             G, ids, n, start, beta, rho, EPS_FIELD, t)),
-        "associative": jax.jit(lambda G, n: _grouped._associative(
+        "associative": jax.jit(lambda G, n: grouped.associative(
             G, ids, n, start, beta, rho, EPS_FIELD, t, sizes)),
     }
 
 
 def field_rows(problem, mults) -> list[dict]:
-    from bea.fields import _grouped, adam
-    from bea.fields._window import window_length
+    from bea.fields import adam_fields as adam
+    from bea.fields import grouped, window_length
     from bea.problems import epoch_batches
 
     beta, rho = HYPER["beta"], HYPER["rho"]
@@ -76,7 +76,7 @@ def field_rows(problem, mults) -> list[dict]:
         K = n + 1
         g = epoch_batches(problem, BATCH, K, seed=0)
         field = {"direct": adam.field(problem.loss, g.materialize(), H, beta, rho, EPS_FIELD)}
-        for scan in _grouped.SCANS:
+        for scan in grouped.SCANS:
             field[scan] = adam.field(problem.loss, g, H, beta, rho, EPS_FIELD, scan=scan)
         field = {k: jax.jit(f) for k, f in field.items()}
         row = {"n": n, "B": B, "window": window_length(beta, rho, K)}
@@ -88,10 +88,10 @@ def field_rows(problem, mults) -> list[dict]:
                                         / jnp.max(jnp.abs(ref)))
         # the elementwise part alone (what grows with n), from the same recursions
         G = jax.vmap(grad, in_axes=(None, 0))(theta, g.distinct)
-        t = _grouped._tables(g.ids, B, beta, rho, True)
+        t = grouped.tables(g.ids, B, beta, rho, True)
         win = row["window"]
         start = 0 if win is None else max(n - win + 1, 0)
-        sizes = _grouped._bucket_sizes(K if win is None else win)
+        sizes = grouped.bucket_sizes(K if win is None else win)
         for k, f in _elementwise(g.ids, start, t, sizes).items():
             row[f"{k}_elementwise_ms"] = 1e3 * _cpu_min(f, G, n)
         row["grad_hvp_ms"] = 1e3 * _cpu_min(field["sequential"], 0, theta)

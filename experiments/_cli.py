@@ -1,7 +1,7 @@
 """Shared command-line plumbing: one-line errors with exit status 2, one line and exit
 status 130 / 143 on SIGINT / SIGTERM (:func:`interruptible`), size limits checked before
 anything is built (:func:`check_size`), float64 and the compilation cache. Files are
-written by bea's one atomic writer (bea._io): a signal leaves every file whole."""
+written by bea's one atomic writer (bea.io): a signal leaves every file whole."""
 
 from __future__ import annotations
 

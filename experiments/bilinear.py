@@ -63,7 +63,7 @@ def _draw(figure: int, results, contours: str, path: str, dpi: int) -> None:
     import numpy as np
 
     from bea import bilinear as B
-    from bea._io import write_atomic
+    from bea.io import write_atomic
 
     eps = B.EPS if contours == "perturbed" else None
     cx = np.asarray(B.cross())
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     bea.enable_x64()  # before any array: the figures are float64 computations
     from bea import bilinear as B
-    from bea._io import write_json
+    from bea.io import write_json
 
     start = time.perf_counter()
     results = B.figure_records(figure)

@@ -82,7 +82,7 @@ def parser() -> Parser:
                         "(auto); the JSON records solver, tableau and estimate per h")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where the sweep runs: auto takes the host CPU for small sequential "
-                        "work and an accelerator for wide or heavy work (bea.placement)")
+                        "work and an accelerator for wide or heavy work (docs/sweeps.md)")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache")
     return p
@@ -123,7 +123,7 @@ def earlier_files(out: str) -> list[str]:
     """The result files of an earlier run in ``out``: convergence.{json,csv,png}, grid.json,
     grid_slopes.png, and the convergence files of the combinations its grid.json lists;
     ValueError (one line) if that grid.json cannot be read."""
-    from bea._io import read_json
+    from bea.io import read_json
 
     if not os.path.isdir(out):
         return []
@@ -216,7 +216,7 @@ def _main(args, main_process: bool, given: set[str] = frozenset()) -> int:
             say(f"  h={r['h']:g} N={r['N']}: {errs}{what}", file=sys.stderr, flush=True)
 
         run = bea.grid if grid else bea.sweep
-        extra = {"grid": grid} if grid else {}
+        extra = {"over": grid} if grid else {}
         res = run(problem.loss, problem.theta0, problem.data, name=problem.name,
                   progress=progress, **extra, **config)
     except ValueError as e:

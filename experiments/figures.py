@@ -38,7 +38,7 @@ import os
 
 import numpy as np
 
-from bea._io import write_atomic, write_json
+from bea.io import write_atomic, write_json
 from experiments._cli import (
     Parser,
     check_out_dir,
@@ -93,7 +93,7 @@ def _nanmean(a: np.ndarray) -> np.ndarray:
 def load_runs(directory: str) -> list[dict]:
     """[{h, beta, rho, eps, seed, name, dir, rows, status, model, dataset, optimizer,
     gd_lr}] for every run (a directory with history.csv) at or below ``directory``."""
-    from bea.nn import history as H
+    from bea import nn as H
 
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise FigureError(f"--runs {directory} is a file, not a run directory")

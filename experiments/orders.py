@@ -124,7 +124,7 @@ def _fmt(x: float, spec: str) -> str:
 def table(results: str = RESULTS, kept: dict[str, list[str]] | None = None) -> str:
     """The markdown table of every sweep whose results exist under ``results``; a sweep
     without them keeps its rows from ``kept`` (``{name: rows}``, see :func:`measured`)."""
-    from bea.result import SweepResult
+    from bea import SweepResult
 
     rows = ["| sweep | field | errors (coarsest h → finest h) | local slopes | fitted slope "
             "| solve | seconds |", "|---|---|---|---|---|---|---|"]
@@ -185,7 +185,7 @@ def report(results: str = RESULTS, doc: str = DOC, missing: str = "refuse") -> s
     dropped (``"drop"``)."""
     if missing not in ("refuse", "keep", "drop"):
         raise ValueError(f"missing must be refuse, keep or drop, got {missing!r}")
-    from bea._io import write_atomic
+    from bea.io import write_atomic
 
     if not os.path.isdir(results):
         raise ValueError(f"--results {results!r} is not a directory (no runs to report)")

@@ -244,7 +244,7 @@ def _plot(settings, results, path: str, dpi: int) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from bea._io import write_atomic
+    from bea.io import write_atomic
 
     k = len(settings)
     cols = min(k, 3)
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
     bea.enable_x64()  # before any array: the terms are float64 computations
     if not args.no_compile_cache:
         enable_compile_cache()
-    from bea._io import jsonable, write_json
+    from bea.io import jsonable, write_json
 
     t0 = time.perf_counter()
     results, summaries = [], []

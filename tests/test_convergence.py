@@ -1,4 +1,4 @@
-"""bea.convergence: the one sweep path (a sweep is a grid of one), its compile count, the
+"""bea._convergence: the one sweep path (a sweep is a grid of one), its compile count, the
 solve-and-measure policy, grids equal to single runs on any device count, and the API on a
 user's own model and optimizer."""
 
@@ -17,9 +17,9 @@ from _helpers import rel, run_sweep
 from jax.scipy.linalg import expm
 
 import bea
-from bea import _programs
-from bea import integrate as sv
-from bea.convergence import SolvePolicy, SweepConfig
+from bea import _integrate as sv
+from bea import programs
+from bea._convergence import SolvePolicy, SweepConfig
 from bea.problems import bilinear, make_problem
 
 PROB = bilinear()  # one loss function: one compilation for all the runs below
@@ -46,19 +46,19 @@ def test_padding_changes_no_error(mini, solver):
 def test_sweep_compiles_one_program_per_field():
     """A 4-point ladder compiles one discrete program and one per field, not one per h, and
     a second sweep of the same problem compiles nothing."""
-    d0, o0 = _programs.discrete._cache_size(), _programs.ode._cache_size()
+    d0, o0 = programs.discrete._cache_size(), programs.ode._cache_size()
     hs = [1 / 16, 1 / 24, 1 / 32, 1 / 40]  # T = 0.75: N = 12, 18, 24, 30 (a fresh N_max)
     kw = dict(optimizer="adam", h=hs, T=0.75, fields=("order0", "order1"), beta=0.5,
               rho=0.7, eps=1e-3, solver="fixed")
     res = run_sweep(PROB, **kw)
-    assert _programs.discrete._cache_size() - d0 == 1
-    assert _programs.ode._cache_size() - o0 == 2  # the halving reference is the same program
+    assert programs.discrete._cache_size() - d0 == 1
+    assert programs.ode._cache_size() - o0 == 2  # the halving reference is the same program
     assert res.solver["order1"] == ("fixed",) * 4
     # the coarsest h checks the embedded bound by halving; the others then use the bound
     assert res.estimate["order1"] == ("halving",) + ("embedded",) * 3
     assert res.tableau["order1"] == ("dopri5",) * 4
     run_sweep(PROB, **kw)
-    assert _programs.discrete._cache_size() - d0 == 1 and _programs.ode._cache_size() - o0 == 2
+    assert programs.discrete._cache_size() - d0 == 1 and programs.ode._cache_size() - o0 == 2
 
 
 def test_fixed_step_solve_is_measured_safe():
@@ -80,7 +80,7 @@ def _linear(lam):
 
 
 class _LinearRun:
-    """A bea.convergence.FieldRun of d y/dt = A y (one combination), counting its solves."""
+    """A bea._convergence.FieldRun of d y/dt = A y (one combination), counting its solves."""
 
     def __init__(self, lam, h=0.05, N=80, kind="order1"):
         self.f, self.A = _linear(lam)
@@ -157,7 +157,8 @@ def test_solve_policy_attempts_in_order():
 def test_minibatch_window_changes_no_reported_digit(monkeypatch):
     """The sweep uses Theorem 3.6's round-off window (bea.fields._window) and reports the
     same errors as without it, to 1e-12."""
-    from bea.fields import _window, adam
+    from bea.fields import _window
+    from bea.fields import adam_fields as adam
 
     prob = make_problem("quadratic", seed=0)
     kw = dict(optimizer="adam", T=1.5, fields=["order1"], batch_size=8, solver="fixed",
@@ -214,7 +215,7 @@ def test_grouped_history_sweep_reports_the_direct_errors():
 
 @pytest.fixture(scope="module")
 def grid_result():
-    return bea.grid(PROB.loss, PROB.theta0, PROB.data, grid=GRID, optimizer="adam", h=HS,
+    return bea.grid(PROB.loss, PROB.theta0, PROB.data, over=GRID, optimizer="adam", h=HS,
                     T=1.0, fields=("order0", "order1"), eps=1e-3)
 
 
@@ -233,10 +234,10 @@ import json, bea, jax
 from bea.problems import bilinear, make_problem
 bea.enable_x64()
 p = bilinear()
-g = bea.grid(p.loss, p.theta0, p.data, grid={grid}, optimizer="adam", h={hs}, T=1.0,
+g = bea.grid(p.loss, p.theta0, p.data, over={grid}, optimizer="adam", h={hs}, T=1.0,
              fields=("order0", "order1"), eps=1e-3)
 q = make_problem("quadratic", seed=0)
-m = bea.grid(q.loss, q.theta0, q.data, grid={{"beta": [0.5, 0.6]}}, optimizer="adam",
+m = bea.grid(q.loss, q.theta0, q.data, over={{"beta": [0.5, 0.6]}}, optimizer="adam",
              h=[0.25], T=1.0, fields=("order1",), rho=0.7, eps=1e-3, batch_size=8,
              shard_history=True)
 print(json.dumps({{"devices": len(jax.devices()),
@@ -270,18 +271,18 @@ def test_grid_refuses_bad_grids():
                         ({"beta": []}, "no values for 'beta'"),
                         ({"beta": [0.5, 0.5]}, "given twice"), ({"rho": [0.7, 1.0]}, "rho")):
         with pytest.raises(ValueError, match=match):
-            bea.grid(PROB.loss, PROB.theta0, PROB.data, grid=grid, h=HS, T=1.0)
+            bea.grid(PROB.loss, PROB.theta0, PROB.data, over=grid, h=HS, T=1.0)
     with pytest.raises(ValueError, match="optimizer factory"):
-        bea.grid(PROB.loss, PROB.theta0, PROB.data, grid={"beta": [0.5]}, h=HS, T=1.0,
+        bea.grid(PROB.loss, PROB.theta0, PROB.data, over={"beta": [0.5]}, h=HS, T=1.0,
                  optimizer=lambda lr: optax.sgd(lr))
     # issue 23: a scalar for a list raised TypeError; a grid that is not a mapping, a value
     # that is not a number and an unknown option are named in one line too
-    for kw, match in ((dict(grid={"beta": 0.5}), "'beta' must be a list of values, got 0.5"),
-                      (dict(grid={"rho": np.float32(0.7)}), "'rho' must be a list"),
-                      (dict(grid="beta"), "grid must map"),
-                      (dict(grid={"eps": ["a"]}), "eps must be a real number, got 'a'"),
-                      (dict(grid={"beta": [0.5]}, betas=0.5), "unknown option 'betas'"),
-                      (dict(grid={"beta": [0.5]}, shard_history="yes"), "shard_history")):
+    for kw, match in ((dict(over={"beta": 0.5}), "'beta' must be a list of values, got 0.5"),
+                      (dict(over={"rho": np.float32(0.7)}), "'rho' must be a list"),
+                      (dict(over="beta"), "over must map"),
+                      (dict(over={"eps": ["a"]}), "eps must be a real number, got 'a'"),
+                      (dict(over={"beta": [0.5]}, betas=0.5), "unknown option 'betas'"),
+                      (dict(over={"beta": [0.5]}, shard_history="yes"), "shard_history")):
         with pytest.raises(ValueError, match=match) as e:
             bea.grid(PROB.loss, PROB.theta0, PROB.data, **(dict(h=HS, T=1.0) | kw))
         assert "\n" not in str(e.value)
@@ -289,7 +290,7 @@ def test_grid_refuses_bad_grids():
 
 def test_grid_values_may_be_numpy():
     """float32 values are read as the decimals they show, so member names stay 0.5, 0.7."""
-    from bea.convergence import _check_grid
+    from bea._convergence import _check_grid
 
     got = _check_grid({"rho": np.array([0.9, 0.7], np.float32), "beta": [np.float64(0.5)]})
     assert got == {"beta": [0.5], "rho": [0.9, 0.7]} and list(got) == ["beta", "rho"]
@@ -508,7 +509,7 @@ def test_sweep_leaves_the_float_setting_alone():
 
 def test_too_few_steps_are_flagged_and_not_fitted():
     """--h 0.1 0.05 0.025 --T 0.1 fitted N = 1, 2, 4 (local slopes -19, fitted -9.9, no
-    flag). Points with N < 8 (bea.measure.MIN_STEPS) are flagged '<' and left out of the
+    flag). Points with N < 8 (bea._measure.MIN_STEPS) are flagged '<' and left out of the
     fit: here the fit is the local slope of the two points with N >= 8."""
     r = run_sweep(PROB, optimizer="gd", h=[0.01, 0.005, 0.0025], T=0.04, fields=["order1"])
     assert list(r.N) == [4, 8, 16]
@@ -557,7 +558,7 @@ def test_non_smooth_factories_are_refused_before_solving(factory, needle):
     """Refused by name on the command line, these ran through the API (lion 124 s to NaN,
     adafactor 253 s to a NaN order1, clipping to ordinary-looking slopes, a schedule in lr
     to a raw TracerBoolConversionError); now one line, before anything is compiled."""
-    d0 = _programs.discrete._cache_size()
+    d0 = programs.discrete._cache_size()
     with pytest.raises(ValueError, match=needle) as e:
         bea.sweep(PROB.loss, PROB.theta0, PROB.data, optimizer=factory, h=[0.01], T=0.08)
-    assert "\n" not in str(e.value) and _programs.discrete._cache_size() == d0
+    assert "\n" not in str(e.value) and programs.discrete._cache_size() == d0

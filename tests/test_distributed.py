@@ -48,7 +48,7 @@ def test_two_processes_give_the_results_of_one_and_only_process_0_writes(tmp_pat
     assert not (tmp_path / "p1").exists() and said == []  # process 1: nothing written
     assert "in 2 process(es)" in outs[0][0]
     p = bilinear()
-    one = bea.grid(p.loss, p.theta0, p.data, grid={"beta": [0.5, 0.7]}, h=[0.05, 0.025],
+    one = bea.grid(p.loss, p.theta0, p.data, over={"beta": [0.5, 0.7]}, h=[0.05, 0.025],
                    T=1.0, beta=0.5, rho=0.7, eps=1e-3)
     for got, r in zip(_errors(tmp_path / "p0"), one.results, strict=True):
         for k in ("order0", "order1"):

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from bea.nn import history as H
+from bea.nn import _run_files as H
 from experiments import figures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

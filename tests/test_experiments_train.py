@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from bea.data import DataError, load_dataset, write_cifar_pickles
-from bea.nn import history as H
-from bea.nn.rundir import LOCK_NAME
+from bea.nn import _run_files as H
+from bea.nn._rundir import LOCK_NAME
 from bea.nn.train import TrainConfig, members
 from experiments import train as cli
 
@@ -318,7 +318,7 @@ def test_an_inconsistent_sweep_is_refused_changing_nothing(ref, tmp_path, capsys
 def test_a_sweep_recorded_as_text_by_older_runs_still_matches(ref, tmp_path):
     """Run files written before TrainConfig.sweep became (key, values) record it as text
     ("rho=0.9,0.99"): the same sweep is accepted on --resume, another one refused."""
-    from bea.nn import rundir
+    from bea.nn import _rundir as rundir
     from bea.nn import train as T
 
     d = tmp_path / "sweep"

@@ -1,4 +1,4 @@
-"""bea.fields.adam (Theorem 3.6): identities to round-off, the round-off window, and the
+"""bea.fields.adam_fields (Theorem 3.6): identities to round-off, the round-off window, and the
 history grouped by distinct batch (docs/math.md, section 7)."""
 
 import jax
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from _helpers import identical, rel, small_net
 
-from bea.fields import _window, adam, full_batch, rmsprop
+from bea.fields import _window, full_batch
+from bea.fields import adam_fields as adam
+from bea.fields import rmsprop_fields as rmsprop
 from bea.problems import Grouped, batch_sequence, epoch_batches, make_problem, mlp, quadratic
 
 K = 6

@@ -43,9 +43,9 @@ import pytest
 from _helpers import assert_closed_equals_generic, run_sweep
 
 from bea import optimizer_registry as reg
-from bea.fields import adam
+from bea._integrate import TABLEAUS, solve_fixed
+from bea.fields import adam_fields as adam
 from bea.fields.generic import modified_field, second_order_terms
-from bea.integrate import TABLEAUS, solve_fixed
 from bea.optimizers import trajectory
 from bea.problems import batch_sequence, make_problem, mlp
 

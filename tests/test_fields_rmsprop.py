@@ -1,4 +1,4 @@
-"""bea.fields.rmsprop (Theorem 3.3): the fused field against the theorem written out, the
+"""bea.fields.rmsprop_fields (Theorem 3.3): the fused field against the theorem written out, the
 full-batch reduction (Remark 3.4), and the window it shares with Theorem 3.6."""
 
 import jax
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from _helpers import identical, rel, small_net
 
-from bea.fields import _window, adam, full_batch, rmsprop
+from bea.fields import _window, full_batch
+from bea.fields import adam_fields as adam
+from bea.fields import rmsprop_fields as rmsprop
 from bea.problems import batch_sequence, make_problem, quadratic
 
 K = 6

@@ -1,4 +1,4 @@
-"""bea.integrate: the piecewise solve, the fixed-step solve and its two error estimates
+"""bea._integrate: the piecewise solve, the fixed-step solve and its two error estimates
 (the sweep's check of the cheap one against the measured one: tests/test_convergence.py)."""
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.scipy.linalg import expm
 
-from bea import integrate as sv
+from bea import _integrate as sv
 
 A0 = jnp.array([[-1.0, 3.0], [-3.0, -1.0]])  # a damped rotation: contracting
 B = jnp.array([[0.0, 1.0], [0.0, 0.0]])

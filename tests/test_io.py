@@ -1,4 +1,4 @@
-"""bea._io: the one atomic writer (unique temporary names, umask permissions, strict JSON)."""
+"""bea.io: the one atomic writer (unique temporary names, umask permissions, strict JSON)."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from bea import _io
+from bea import io as _io
 
 
 def test_write_json_is_strict_and_readable(tmp_path):

@@ -1,11 +1,11 @@
-"""bea.measure: error metric, slopes and floor flags."""
+"""bea._measure: error metric, slopes and floor flags."""
 
 import math
 
 import numpy as np
 
 import bea
-from bea import measure
+from bea import _measure as measure
 from bea.optimizers import trajectory
 from bea.problems import bilinear
 

@@ -1,4 +1,4 @@
-"""The accumulated full-batch gradient and the logged norms (bea.nn.fullbatch, metrics)."""
+"""The accumulated full-batch gradient and the logged norms (bea.nn._exact, metrics)."""
 
 import equinox as eqx
 import jax
@@ -9,8 +9,8 @@ import pytest
 import bea  # noqa: F401
 from bea.data import load_digits
 from bea.models import make_model
-from bea.nn import fullbatch as F
-from bea.nn import history as H
+from bea.nn import _exact as F
+from bea.nn import _run_files as H
 from bea.nn.train import TrainConfig, run
 
 
@@ -148,12 +148,12 @@ def test_modified_gd_is_gradient_descent_on_the_modified_loss(tmp_path):
                       max_steps=4, physical_batch=16, h=h, beta=beta, rho=rho, eps=eps,
                       optimizer="modified_gd", gd_lr=lr)
     rows, x, y, params, static = _run_and_replay_start(cfg, tmp_path)
-    c = bea.norms.correction_coefficient(h, beta, rho)
+    c = bea._norms.correction_coefficient(h, beta, rho)
     assert c < 0  # rho > beta: the norm is anti-penalised
 
     def modified(p):
         g = _one_shot(p, static, x, y)[1]
-        return _one_shot(p, static, x, y)[0] + c * bea.norms.perturbed_one_norm(g, eps)
+        return _one_shot(p, static, x, y)[0] + c * bea._norms.perturbed_one_norm(g, eps)
 
     step = jax.jit(lambda p: jax.tree_util.tree_map(lambda a, b: a - lr * b, p,
                                                     jax.grad(modified)(p)))

@@ -13,7 +13,7 @@ import pytest
 
 import bea  # noqa: F401
 from bea.data import DataError, load_dataset, write_cifar_pickles
-from bea.nn import history as H
+from bea.nn import _run_files as H
 from experiments import train as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +167,7 @@ def test_the_network_as_a_problem_has_the_training_loss(tmp_path):
     import jax
     from jax.flatten_util import ravel_pytree
 
-    from bea.nn import fullbatch as F
+    from bea.nn import _exact as F
     from bea.nn import train as T
 
     cfg = T.TrainConfig(model="mlp", train_size=40, test_size=8, physical_batch=16,

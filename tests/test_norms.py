@@ -1,11 +1,11 @@
-"""bea.norms: the perturbed one-norm, its gradient H g/R, and the coefficient of (8)."""
+"""bea._norms: the perturbed one-norm, its gradient H g/R, and the coefficient of (8)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bea import norms
+from bea import _norms as norms
 from bea.problems import logistic
 
 

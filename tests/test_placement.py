@@ -1,10 +1,10 @@
-"""bea.placement: where a sweep runs, decided on the CPU with stand-in device lists."""
+"""bea._placement: where a sweep runs, decided on the CPU with stand-in device lists."""
 
 from types import SimpleNamespace
 
 import pytest
 
-from bea import placement as pl
+from bea import _placement as pl
 
 CPU = SimpleNamespace(platform="cpu", id=0)
 GPU = SimpleNamespace(platform="gpu", id=0)

@@ -1,4 +1,4 @@
-"""bea.precision: importing bea changes no JAX setting; float64 where asked."""
+"""bea._precision: importing bea changes no JAX setting; float64 where asked."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bea import precision
+from bea import _precision as precision
 
 
 def test_import_changes_no_setting():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bea import problems as P
-from bea.fields import adam
+from bea.fields import adam_fields as adam
 from bea.problems import (
     PROBLEMS,
     cnn,

@@ -1,4 +1,4 @@
-"""bea.result: the typed results, their files (JSON that reads back, version 1 included,
+"""bea._result: the typed results, their files (JSON that reads back, version 1 included,
 CSV, PNG), tables and grid member names that round-trip the values."""
 
 import json
@@ -9,9 +9,9 @@ import pytest
 from _helpers import run_sweep
 
 import bea
-from bea._io import jsonable
+from bea._result import FieldResult, GridResult, Schedule, SweepResult, member_name
+from bea.io import jsonable
 from bea.problems import bilinear
-from bea.result import FieldResult, GridResult, Schedule, SweepResult, member_name
 
 PROB = bilinear()
 V1 = os.path.join(os.path.dirname(__file__), "data", "result_v1")
@@ -76,7 +76,7 @@ def test_grid_names_are_unique_and_round_trip(tmp_path):
     names = ("beta",)
     a, b = member_name({"beta": 0.5000001}, names), member_name({"beta": 0.5000002}, names)
     assert a != b and float(a.split("=")[1]) == 0.5000001
-    g = bea.grid(PROB.loss, PROB.theta0, PROB.data, grid={"beta": [0.5000001, 0.5000002]},
+    g = bea.grid(PROB.loss, PROB.theta0, PROB.data, over={"beta": [0.5000001, 0.5000002]},
                  optimizer="adam", h=[0.05, 0.025], T=0.5, fields=["order1"], rho=0.7,
                  eps=1e-3)
     g.save(str(tmp_path), plot=True)
@@ -116,7 +116,7 @@ def test_few_steps_round_trip_and_older_files(res, tmp_path):
 
 
 def test_save_into_a_file_names_the_path(res, tmp_path):
-    from bea.result import GridResult
+    from bea._result import GridResult
 
     f = tmp_path / "taken"
     f.write_text("x")

@@ -1,16 +1,17 @@
 """The modified vector fields of the paper, one module per family.
 
-- :mod:`bea.fields.adam`: Theorem 3.6 (mini-batch Adam), building blocks R, M, L, L_bar, P, P_bar
-- :mod:`bea.fields.rmsprop`: Theorem 3.3 (mini-batch RMSProp)
-- :mod:`bea.fields.full_batch`: Remarks 3.4 and 3.7, the large-n limit (8), the sign flow
+- :mod:`bea.fields.adam_fields`: Theorem 3.6 (mini-batch Adam), building blocks R, M, L,
+  L_bar, P, P_bar
+- :mod:`bea.fields.rmsprop_fields`: Theorem 3.3 (mini-batch RMSProp)
+- :mod:`bea.fields.full_batch`: Remarks 3.4 and 3.7, the large-n limit (8)
 - :mod:`bea.fields.special_cases`: GD (Barrett-Dherin), heavy ball (Ghosh et al.), Examples 3.5, 3.8
 - :mod:`bea.fields.generic`: any smooth optax optimizer (docs/math.md, section 5;
   :func:`modified_field`, no per-optimizer algebra)
 - :class:`bea.problems.Grouped`: a history grouped by distinct batch (docs/math.md, section
   7); the Adam and RMSProp fields take it in place of the per-step history and cost B
-  gradients and 2B Hessian-vector products per evaluation (:mod:`bea.fields._grouped`)
+  gradients and 2B Hessian-vector products per evaluation (:mod:`bea.fields.grouped`)
 
-A field is a pure function ``f(n, theta) -> dtheta`` (:data:`bea.typing.Field`; n the step
+A field is a pure function ``f(n, theta) -> dtheta`` (:data:`bea.Field`; n the step
 whose interval [nh, (n+1)h] is being integrated). Every field walks its batch history
 through one protocol, :class:`History` (gradients, Hessian-vector products, chunks; full
 batch, direct, grouped by distinct batch), and takes its Hessian-vector products from one
@@ -28,15 +29,16 @@ from jaxtyping import Array, Float, PyTree
 
 from bea import optimizer_registry as registry
 from bea._hvp import hvp
-from bea.fields import adam, full_batch, generic, rmsprop, special_cases
+from bea._typing import Field
+from bea.fields import adam_fields, full_batch, generic, grouped, rmsprop_fields, special_cases
 from bea.fields._history import Direct, FullBatch, GroupedHistory, History
+from bea.fields._window import window_length
 from bea.fields.generic import modified_field
 from bea.problems import Grouped
-from bea.typing import Field
 
-__all__ = ["adam", "rmsprop", "full_batch", "special_cases", "generic", "modified_field",
-           "make_field", "closed_builder", "hvp", "History", "FullBatch", "Direct",
-           "GroupedHistory"]
+__all__ = ["adam_fields", "rmsprop_fields", "full_batch", "special_cases", "generic", "grouped",
+           "modified_field", "make_field", "closed_builder", "hvp", "History", "FullBatch",
+           "Direct", "GroupedHistory", "window_length"]
 
 
 def closed_builder(optimizer: str, kind: str) -> registry.Builder:

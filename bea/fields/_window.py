@@ -7,7 +7,7 @@ of the field: :func:`round_off_lags` is the first length W where a^W < 1e-18. Th
 RMSProp field of Remark 3.4 (:func:`bea.fields.full_batch.rmsprop_field`) sums its last W
 steps; the mini-batch fields need the batches n-W+1..n and, for the averages M^(l), R^(l) of
 those l, W more before them: the 2W batches ending at n, where the field's chunk loop starts
-(:func:`window_length`, used by :func:`bea.fields.adam.field` and the grouped field). This
+(:func:`window_length`, used by :func:`bea.fields.adam_fields.field` and the grouped field). This
 makes a field evaluation O(W) instead of O(n) (O(N W) per trajectory instead of O(N^2));
 tests/test_convergence.py shows a sweep reports the same errors. Used automatically when
 beta and rho are concrete.

@@ -22,8 +22,7 @@ from bea._hvp import hvp
 from bea.fields._history import one_minus_pow
 from bea.fields._window import round_off_lags
 
-__all__ = ["c", "adam_field", "rmsprop_field", "adam_limit_field", "rmsprop_limit_field",
-           "sign_flow"]
+__all__ = ["c", "adam_field", "rmsprop_field", "adam_limit_field", "rmsprop_limit_field"]
 
 _SERIES = (1 / 12, -1 / 720, 1 / 30240, -1 / 1209600)
 
@@ -127,14 +126,3 @@ def rmsprop_field(loss: Callable, h, rho, eps, num_steps: int, *, order: int = 1
 
     return f
 
-
-def sign_flow(loss: Callable, eps):
-    """The zeroth-order large-n flow -g/sqrt(g^2+eps): eps-perturbed sign GD (docs/math.md,
-    section 4)."""
-
-    def f(n, theta):
-        del n
-        g = jax.grad(loss)(theta)
-        return -g / jnp.sqrt(g * g + eps)
-
-    return f

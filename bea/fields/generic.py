@@ -90,10 +90,10 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from bea._hvp import hvp
+from bea._typing import Field
 from bea.fields._history import Direct, FullBatch, History, broadcast
-from bea.typing import Field
 
-__all__ = ["modified_field", "second_order_terms", "zeroth_order_history"]
+__all__ = ["modified_field", "second_order_terms"]
 
 R_MINUS, R_PLUS = 0.5 - 0.5 / 3**0.5, 0.5 + 0.5 / 3**0.5
 """The roots of r^2 - r + 1/6 (the Gauss-Legendre nodes on [0, 1]): the quadratic part of
@@ -122,18 +122,6 @@ def _scan_state(transformation: optax.GradientTransformation, state, grads: PyTr
     return jax.lax.scan(step, state, (grads, params))
 
 
-def zeroth_order_history(
-    transformation: optax.GradientTransformation,
-    grads: PyTree,
-    theta: PyTree,
-) -> PyTree:
-    """f_l(theta) = F_l(theta, ..., theta) for every l (leading axis K): one scan of the
-    optimizer's ``update`` over the gradients g_l(theta), parameters theta in every slot
-    (step 2 of the construction, docs/math.md, section 5)."""
-    K = jax.tree_util.tree_leaves(grads)[0].shape[0]
-    return _scan_updates(transformation, grads, broadcast(theta, K))
-
-
 def modified_field(
     transformation: optax.GradientTransformation,
     loss: Callable[[Any, Any], Float[Array, ""]],
@@ -156,7 +144,7 @@ def modified_field(
     influence step n). Full batch: ``batches=None``, every step uses ``data``, and
     ``num_steps`` gives the number of history slots K (at least n + 1).
 
-    The returned field plugs into :func:`bea.integrate.solve` like the closed forms. theta may
+    The returned field plugs into :func:`bea._integrate.solve` like the closed forms. theta may
     be any pytree of float arrays. ``chunk``: the history is walked up to slot n in chunks
     of this many slots (the cost of step n is O(n), in one compiled program).
     Requirements (smooth F_n independent of h, decaying memory) are listed in the module

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PyTree
 
 from bea._hvp import hvp
+from bea._typing import Field
 from bea.fields._history import Direct, ema_all, one_minus_pow, suffix_sum
-from bea.typing import Field
 
 __all__ = ["gd_field", "gamma", "heavy_ball_field", "heavy_ball_minibatch_field",
            "example_3_5_field", "example_3_8_field", "gd_order0", "gd_order1",

@@ -2,9 +2,9 @@
 
 One step n, at parameters theta^(n):
 
-    E, acc, g = full-batch loss, accuracy, gradient  (bea.nn.fullbatch)
+    E, acc, g = full-batch loss, accuracy, gradient  (bea.nn._exact)
     test loss and accuracy at theta^(n)
-    ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|; c and E + c ||g||_{1,eps}  (bea.nn.metrics)
+    ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|; c and E + c ||g||_{1,eps}  (bea.nn._metrics)
     theta^(n+1) = a step of the optimizer with g  (by name from bea.optimizer_registry:
     ``adam`` is Definition 3.1, ``adam_eps_outside`` Remark 3.2's variant, ...)
     or, for ``modified_gd``, a gradient-descent step on the modified loss of eq. (8):
@@ -37,7 +37,7 @@ The network and its data are shared with the sweeps (``bea.models``, ``bea.data`
 into a ``bea.problems.Problem`` whose loss is the training loss, so the modified flows of
 a training run come from the sweep path (``bea.sweep``) while this module knows no ODE.
 
-Resume and safety (:func:`run`): before writing, ``bea.nn.rundir.inspect`` checks that
+Resume and safety (:func:`run`): before writing, ``bea.nn._rundir.inspect`` checks that
 configuration, histories and checkpoints agree (else one-line refusal, nothing changed);
 a damaged newest checkpoint is moved aside and the previous one restored; one writer per
 directory (``OUT/train.lock``); SIGTERM / SIGINT stop at the next step with a checkpoint
@@ -66,12 +66,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PyTree
 
 from bea import optimizer_registry as registry
+from bea._norms import correction_coefficient
+from bea._result import member_name
 from bea.data import DATASET_NAMES, DataError, Dataset, load_dataset
 from bea.models import MODEL_NAMES, make_model
-from bea.nn import history as hist
-from bea.nn import rundir
-from bea.nn.checkpoint import Checkpointer, DamagedCheckpoints
-from bea.nn.fullbatch import (
+from bea.nn import _run_files as hist
+from bea.nn import _rundir as rundir
+from bea.nn._checkpoint import Checkpointer, DamagedCheckpoints
+from bea.nn._exact import (
     Batches,
     batch_sums,
     data_mesh,
@@ -82,13 +84,11 @@ from bea.nn.fullbatch import (
     replicate,
     shard_batches,
 )
-from bea.nn.metrics import first_order_prediction, gradient_metrics
+from bea.nn._metrics import first_order_prediction, gradient_metrics
+from bea.nn._rundir import RunLock
 from bea.nn.readout import first_crossing
-from bea.nn.rundir import RunLock
-from bea.norms import correction_coefficient
 from bea.optimizers import check_hyperparameters, gd
 from bea.problems import Problem, as_problem
-from bea.result import member_name
 
 __all__ = [
     "MODIFIED_GD",
@@ -291,9 +291,9 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
     convolutions into slower batched-kernel ones).
 
     ``modified_gd`` descends E + c ||grad E||_{1,eps} (eq. (8), c from
-    ``bea.norms.correction_coefficient(h, beta, rho)``): its gradient is
+    ``bea._norms.correction_coefficient(h, beta, rho)``): its gradient is
     g + c H (g / sqrt(g^2 + eps)), one full-batch Hessian-vector product
-    (``bea.nn.fullbatch.hvp``) per step on top of the gradient."""
+    (``bea.nn._exact.hvp``) per step on top of the gradient."""
 
     def one(params, opt_state, hp, train, test):
         tr = Batches(*train, n_train)
@@ -348,7 +348,7 @@ def init_model(cfg: TrainConfig, data: Dataset, seed: int) -> eqx.Module:
 def problem(cfg: TrainConfig, seed: int | None = None, data: Dataset | None = None) -> Problem:
     """The network of ``cfg`` at its initialisation ``seed`` (default ``cfg.seed``) on
     ``cfg``'s training set as a sweep problem (``bea.problems.as_problem``): E(theta, batch)
-    is the training loss, the mean cross-entropy over the batch (``bea.nn.fullbatch``'s
+    is the training loss, the mean cross-entropy over the batch (``bea.nn._exact``'s
     ``batch_sums``, what :func:`run` descends), theta0 the flattened initial parameters,
     data {"x": images, "y": labels}. Floats become the default float dtype (float64 inside
     ``bea.enable_x64``). ``data``: the loaded data set, if at hand (else loaded).
@@ -622,7 +622,7 @@ def run(
     Before writing anything: ConfigError (one line, naming the file or value) for an
     invalid configuration, a training set smaller than ``train_size``, ``out`` holding
     another run (or any run without ``resume``) or a run that cannot be continued
-    consistently (``bea.nn.rundir.inspect``), or a live writer holding ``out``'s lock;
+    consistently (``bea.nn._rundir.inspect``), or a live writer holding ``out``'s lock;
     DataError if the data is missing or damaged. While running, SIGTERM / SIGINT stop
     at the next step with a checkpoint and the histories saved (Interrupted). With
     several processes (``bea.distributed``) every process runs this with the same

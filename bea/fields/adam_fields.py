@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from bea._typing import Field
 from bea.fields import full_batch
-from bea.fields._grouped import grouped_field
 from bea.fields._history import (
     Direct,
     GroupedHistory,
@@ -32,8 +32,8 @@ from bea.fields._history import (
     suffix_sum,
 )
 from bea.fields._window import window_length
+from bea.fields.grouped import grouped_field
 from bea.problems import Grouped
-from bea.typing import Field
 
 __all__ = ["R_all", "M_all", "R", "M", "L", "L_bar", "P", "P_bar", "field", "order0", "order1",
            "order1_typo", "limit"]
@@ -155,7 +155,7 @@ def field(
     ``(distinct, ids)``, batch k being ``distinct[ids[k]]`` (a fixed partition of a finite
     data set, visited in any order). The same field is then evaluated with B gradients and
     2B Hessian-vector products (one per distinct batch and average, beta and rho) plus
-    O(n p) elementwise work, whatever n is (:mod:`bea.fields._grouped`); ``scan``
+    O(n p) elementwise work, whatever n is (:mod:`bea.fields.grouped`); ``scan``
     ('sequential' | 'associative', default by backend) chooses how its linear recursions
     run. ``scan`` applies to a grouped history only, ``chunk`` to a direct one.
     """

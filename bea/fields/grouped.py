@@ -94,7 +94,7 @@ class _Tables(NamedTuple):
 
 
 @partial(jax.jit, static_argnums=(1, 4))  # one program, not one dispatch per scan level
-def _tables(ids, B, beta, rho, bias_correction) -> _Tables:
+def tables(ids, B, beta, rho, bias_correction) -> _Tables:
     e = jnp.arange(ids.shape[0])
     one = jnp.ones(e.shape)
 
@@ -109,7 +109,7 @@ def _tables(ids, B, beta, rho, bias_correction) -> _Tables:
     return _Tables(lag(beta), lag(rho), ib, ir, sums(beta), sums(rho))
 
 
-def _sequential(G, ids, n, start, beta, rho, eps, t: _Tables):
+def sequential(G, ids, n, start, beta, rho, eps, t: _Tables):
     """(S, Qbeta, Qrho) by one forward loop over the slots start..n-1, one slot per trip:
     S = sum_{l=start}^{n-1} u^(l) and Q_b = sum_{start<=k<=n, b(k)=b} w_k P_{k-1}.
 
@@ -134,7 +134,7 @@ def _sequential(G, ids, n, start, beta, rho, eps, t: _Tables):
     return S, Q[:, 0], Q[:, 1]
 
 
-def _associative(G, ids, n, start, beta, rho, eps, t: _Tables, sizes):
+def associative(G, ids, n, start, beta, rho, eps, t: _Tables, sizes):
     """(Tbeta, Trho) by parallel prefix scans over the smallest static length in ``sizes``
     that holds the slots start..n."""
     K, B = ids.shape[0], G.shape[0]
@@ -166,7 +166,7 @@ def _associative(G, ids, n, start, beta, rho, eps, t: _Tables, sizes):
     return jax.lax.switch(j, [branch(s) for s in sizes], G, n, start)
 
 
-def _bucket_sizes(L: int) -> tuple[int, ...]:
+def bucket_sizes(L: int) -> tuple[int, ...]:
     """Powers of two from _MIN_BUCKET up, capped at L (the longest live length)."""
     sizes, s = [], _MIN_BUCKET
     while s < L:
@@ -180,7 +180,7 @@ def grouped_field(hist: GroupedHistory, h, beta, rho, eps, *, order: int = 1,
                   scan: str | None = None):
     """Theorem 3.6's field ``f(n, theta)`` on a grouped history (docs/math.md, section 7,
     :class:`~bea.fields._history.GroupedHistory`: the loss, the B distinct batches, b(k));
-    the arguments as in :func:`bea.fields.adam.field`, plus ``scan`` (one of :data:`SCANS`,
+    the arguments as in :func:`bea.fields.adam_fields.field`, plus ``scan`` (one of :data:`SCANS`,
     default :func:`default_scan`) for the elementwise recursions of order 1."""
     scan = default_scan() if scan is None else scan
     if scan not in SCANS:
@@ -188,8 +188,8 @@ def grouped_field(hist: GroupedHistory, h, beta, rho, eps, *, order: int = 1,
     ids = hist.ids
     K, B = ids.shape[0], hist.num_batches
     L_win = window_length(beta, rho, K) if window else None
-    sizes = _bucket_sizes(K if L_win is None else L_win)
-    t = _tables(ids, B, beta, rho, bias_correction)
+    sizes = bucket_sizes(K if L_win is None else L_win)
+    t = tables(ids, B, beta, rho, bias_correction)
 
     def hvps(theta, Tb, Tr):  # Hhat_b Tbeta_b and Hhat_b Trho_b: 2B products, one primal per b
         HV = hist.each(lambda E, V: jax.vmap(lambda v: hvp(E, theta, v)[1])(V), 0,
@@ -206,11 +206,11 @@ def grouped_field(hist: GroupedHistory, h, beta, rho, eps, *, order: int = 1,
         if order == 0:
             return -Mn / Rn
         if scan == "sequential":
-            S, Qb, Qr = _sequential(G, ids, n, start, beta, rho, eps, t)
+            S, Qb, Qr = sequential(G, ids, n, start, beta, rho, eps, t)
             V = 2 * S + Mn / Rn  # S_k = S - P_{k-1}, so T_b = c_b (2 S + u^(n)) - 2 Q_b
             Tb, Tr = cb[:, None] * V - 2 * Qb, cr[:, None] * V - 2 * Qr
         else:
-            Tb, Tr = _associative(G, ids, n, start, beta, rho, eps, t, sizes)
+            Tb, Tr = associative(G, ids, n, start, beta, rho, eps, t, sizes)
         HTb, HTr = hvps(theta, Tb, Tr)
         two_L_plus_L_bar = HTb.sum(0) * t.ib[n]
         two_P_plus_P_bar = (G * HTr).sum(0) * t.ir[n]

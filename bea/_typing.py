@@ -2,7 +2,7 @@
 
 A field is the right-hand side on one interval [nh, (n+1)h] of a piecewise ODE: ``f(n, theta)``
 with n the (integer) step and theta the current parameters (docs/math.md, section 3). Every
-field of :mod:`bea.fields` has this type and :func:`bea.integrate.solve` integrates any of them.
+field of :mod:`bea.fields` has this type and :func:`bea._integrate.solve` integrates any of them.
 """
 
 from __future__ import annotations

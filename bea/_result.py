@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from bea._io import read_json, write_atomic, write_json
-from bea.measure import MIN_STEPS, Point, fit_slope, local_slopes, too_few_steps
+from bea._measure import MIN_STEPS, Point, fit_slope, local_slopes, too_few_steps
+from bea.io import read_json, write_atomic, write_json
 
 __all__ = ["SweepResult", "GridResult", "FieldResult", "Schedule", "VERSION"]
 
@@ -52,7 +52,7 @@ class FieldResult:
     out of the fit: ``floor`` (within 10x of the solver error or the round-off floor, or
     exactly 0), ``outside`` (as large as the distance the modified flow travels: the
     expansion explains nothing there), ``few_steps`` (N below
-    :data:`bea.measure.MIN_STEPS`); ``slope``: the least-squares slope of log err on log h
+    :data:`bea._measure.MIN_STEPS`); ``slope``: the least-squares slope of log err on log h
     over the points carrying none of the flags (NaN with fewer than two); ``local_slopes``:
     between neighbouring h (one fewer than h); per h the ``solver`` ('fixed' or
     'adaptive'), its ``tableau``, how its error was measured (``estimate``: 'embedded',
@@ -132,7 +132,7 @@ class SweepResult:
     with the hyperparameters of the combination, and for an optimizer factory what it
     tells of itself). ``diverged_at`` maps an h whose discrete run produced NaN/inf to the
     step where it did. ``platform`` and ``placement`` say where the sweep ran and why
-    (bea.placement). Read-only views per quantity, keyed by field (``errors``,
+    (bea._placement). Read-only views per quantity, keyed by field (``errors``,
     ``solver_error``, ``floor``, ``outside``, ``few_steps``, ``slopes``, ``local_slopes``,
     ``solver``, ``tableau``, ``estimate``, ``ode_diverged_at``), are derived from
     ``fields``: ``result.errors["order1"] is result.fields["order1"].errors``."""

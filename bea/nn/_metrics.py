@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from bea.norms import correction_coefficient, one_norm, perturbed_one_norm, two_norm
+from bea._norms import correction_coefficient, one_norm, perturbed_one_norm, two_norm
 
 __all__ = ["GRADIENT_METRICS", "gradient_metrics", "first_order_prediction"]
 

@@ -1,8 +1,11 @@
-"""The compiled programs of a convergence sweep (private to :mod:`bea.convergence`).
+"""The compiled programs of a convergence sweep (what :func:`bea.sweep` runs; public so that
+benchmarks can time them and users reuse them).
 
-Two programs per sweep, each compiled once for the whole ladder of h: the discrete runs
-(:func:`discrete`) and, per field, the piecewise solves (:func:`ode`). Both are padded to
-the longest run, ``N_max`` steps, with h and N traced, and both run every hyperparameter
+Three compiled functions, each compiled once for the whole ladder of h: the discrete runs
+(:func:`discrete`), the piecewise solves (:func:`ode`, once per field and tableau; the
+halving reference is the same program), and the field at theta0 (:func:`field_at_start`,
+compiled only when a solve is NaN from its first interval, to say why). The first two are
+padded to the longest run, ``N_max`` steps, with h and N traced, and both run every hyperparameter
 combination of a grid at once: hyperparameters that are the same for every combination are
 static (concrete beta and rho let the mini-batch fields drop history below round-off, and a
 concrete eps makes XLA's CPU code for the first-order fields about 6x faster: measured),
@@ -20,9 +23,9 @@ import jax
 from jaxtyping import Array, Float, Int, PyTree
 
 from bea import optimizer_registry as registry
+from bea._integrate import TABLEAUS, solve_fixed, solve_with_error
 from bea.fields import make_field
 from bea.fields.generic import modified_field
-from bea.integrate import TABLEAUS, solve_fixed, solve_with_error
 from bea.optimizers import trajectory
 from bea.problems import Problem
 

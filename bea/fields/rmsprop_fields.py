@@ -22,9 +22,9 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from bea._typing import Field
 from bea.fields import full_batch
 from bea.fields._history import Direct, ema_all, suffix_sum
-from bea.typing import Field
 
 __all__ = ["R", "P", "P_bar", "field", "order0", "order1", "order1_typo", "limit"]
 
@@ -66,13 +66,13 @@ def field(loss: Callable, batches, h, rho, eps, *, order: int = 1, variant: str 
     """The modified vector field (4) of Theorem 3.3, ``f(n, theta)``, for mini-batch RMSProp.
 
     Theorem 3.3 is Theorem 3.6 at beta = 0 without the bias corrections (M^(l) = g_l, the
-    L term reduces to H_n u^(n)), so the fused field is :func:`bea.fields.adam.field` there:
+    L term reduces to H_n u^(n)), so the fused field is :func:`bea.fields.adam_fields.field` there:
     the same chunked O(n) walk of the history and the same round-off window, and the same
     grouped evaluation when ``batches`` is a :class:`~bea.problems.Grouped` history
     (docs/math.md, section 7: B gradients, 2B Hessian-vector products; ``scan`` as there).
     ``tests/test_fields_adam.py`` checks it against the theorem written out with this
     module's own ``R``, ``P``, ``P_bar``, and against Remark 3.4."""
-    from bea.fields import adam
+    from bea.fields import adam_fields as adam
 
     return adam.field(loss, batches, h, 0.0, rho, eps, order=order, variant=variant,
                       bias_correction=False, window=window, chunk=chunk, scan=scan)

@@ -8,7 +8,7 @@ horizon T and measures err(h) = max_n ||theta~(nh) - theta^(n)||_2 and its slope
 (docs/math.md, section 6). :func:`grid` does the same for every combination of a grid of
 (beta, rho, eps) in one vmapped program, sharded over the devices. Both are the same path:
 a sweep is a grid of one combination. Everything runs in float64 (inside
-:func:`bea.precision.float64`; the process's own setting is left as it was).
+:func:`bea._precision.float64`; the process's own setting is left as it was).
 
 The solve per interval is the cheapest whose error is measured at least 100x below the
 error (:data:`ATTEMPTS`): one step of Dopri5, else of Dopri8, else adaptive Dopri8. A
@@ -17,8 +17,8 @@ trusted only for a tableau whose bound passed a check against halving (the same 
 two steps per interval) at the coarsest h, where the solver error is largest relative to
 the error, and wherever it is not 100x below the error the error is measured by halving.
 :class:`SolvePolicy` holds these rules and what it learns (the trust); each field at each h
-gives one :class:`bea.measure.Point` per combination, and the points of a field over the
-ladder one :class:`bea.result.FieldResult`.
+gives one :class:`bea._measure.Point` per combination, and the points of a field over the
+ladder one :class:`bea._result.FieldResult`.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Float, PyTree
 
-from bea import _programs, measure, placement
+from bea import _measure as measure
+from bea import _placement as placement
 from bea import optimizer_registry as registry
-from bea.measure import first_nonfinite
+from bea import programs as _programs
+from bea._measure import first_nonfinite
+from bea._precision import check_float64_loss, float64
+from bea._result import FieldResult, GridResult, Schedule, SweepResult
 from bea.optimizers import check_hyperparameters
-from bea.precision import check_float64_loss, float64
 from bea.problems import Grouped, Problem, as_problem, batch_sequence, epoch_batches
-from bea.result import FieldResult, GridResult, Schedule, SweepResult
 
 __all__ = ["SweepConfig", "SolvePolicy", "sweep", "grid"]
 
@@ -311,7 +313,7 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     ``batching`` ("iid" or "epoch") and ``history`` ("auto", "direct" or "grouped";
     docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
     ``device``. ``progress(record)`` is called
-    after each h. Returns a :class:`bea.result.SweepResult`. Bad input (an unknown option
+    after each h. Returns a :class:`bea._result.SweepResult`. Bad input (an unknown option
     included) raises ValueError, one line naming the value, before anything is solved."""
     cfg = _config(config, name, progress)
     with float64():
@@ -325,14 +327,15 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
 
 
 def grid(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
-         grid: Mapping[str, Sequence[float]], name: str = "custom",
+         over: Mapping[str, Sequence[float]], name: str = "custom",
          progress: Callable[[dict], None] | None = None, shard_history: bool = False,
          **config: Any) -> GridResult:
-    """:func:`sweep` for every combination of ``grid`` (values of beta, rho and/or eps; the
+    """:func:`sweep` for every combination of ``over`` (lists of values of beta, rho and/or
+    eps, e.g. ``over={"beta": [0.5, 0.9]}``; the
     others from ``config``) in one vmapped program whose combination axis is sharded over
     every visible device (results do not depend on the device count).
     ``shard_history``: also place the batch history across the devices (one large
-    mini-batch problem). Returns a :class:`bea.result.GridResult` in the order of the
+    mini-batch problem). Returns a :class:`bea._result.GridResult` in the order of the
     row-major product of the grid (beta, rho, eps order)."""
     cfg = _config(config, name, progress)
     if callable(cfg.optimizer):
@@ -340,10 +343,10 @@ def grid(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
                          "optimizer factory holds its own hyperparameters")
     if not isinstance(shard_history, bool | np.bool_):
         raise ValueError(f"shard_history must be True or False, got {shard_history!r}")
-    grid = _check_grid(grid)
-    names = list(grid)
+    values = _check_grid(over)
+    names = list(values)
     combos = []
-    for vals in itertools.product(*(grid[k] for k in names)):
+    for vals in itertools.product(*(values[k] for k in names)):
         c = cfg_hyper(cfg) | dict(zip(names, vals, strict=True))
         check_hyperparameters(**c)
         combos.append(c)
@@ -378,7 +381,7 @@ def _check_grid(grid: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
     """The grid checked, its values as Python floats, in (beta, rho, eps) order; ValueError
     naming the key or value otherwise (a single value is not a list of values)."""
     if not isinstance(grid, Mapping):
-        raise ValueError(f"grid must map beta, rho or eps to lists of values, got {grid!r}")
+        raise ValueError(f"over must map beta, rho or eps to lists of values, got {grid!r}")
     if not grid:
         raise ValueError("empty grid: give values for beta, rho or eps")
     out = {}
@@ -548,7 +551,7 @@ def _on(tree: PyTree, device: jax.Device) -> PyTree:
 
 
 def _placement(problem: Problem, cfg: SweepConfig, C: int) -> placement.Placement:
-    """Where the sweep runs (bea.placement): the work per field evaluation is that of the
+    """Where the sweep runs (bea._placement): the work per field evaluation is that of the
     batches its history holds (all N_max slots in the worst case, B distinct batches when
     every field walks the history grouped, 1 in full batch)."""
     mini = cfg.batch_size is not None
@@ -607,8 +610,8 @@ class SolvePolicy:
     def solve(self, run: FieldRun, disc: Float[np.ndarray, "C N+1 p"],
               live: Sequence[bool]) -> list[measure.Point]:
         """Solve field ``run.kind`` at one h for every combination, measuring the solver
-        error, and return one :class:`bea.measure.Point` per combination against its
-        discrete path ``disc[i]`` (:data:`bea.measure.NAN_POINT` where ``live[i]`` is
+        error, and return one :class:`bea._measure.Point` per combination against its
+        discrete path ``disc[i]`` (:data:`bea._measure.NAN_POINT` where ``live[i]`` is
         False: its discrete run diverged). A path that is not finite from its first
         interval on makes ``run.check_start()`` (which raises if the field itself is
         NaN at theta0) run before anything else is tried."""
@@ -660,7 +663,7 @@ class FieldRun(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class _FieldRun:
-    """The compiled solves of field ``kind`` at one h (:mod:`bea._programs`), fetched to the
+    """The compiled solves of field ``kind`` at one h (:mod:`bea.programs`), fetched to the
     host for the ``C`` combinations, with what :meth:`check_start` needs to name a field
     NaN at theta0."""
 

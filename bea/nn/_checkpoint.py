@@ -94,7 +94,7 @@ class Checkpointer:
     def steps(self) -> list[int]:
         """Committed steps, oldest first (a step's directory is renamed to its number once
         complete)."""
-        from bea.nn.rundir import checkpoint_steps
+        from bea.nn._rundir import checkpoint_steps
 
         return checkpoint_steps(self.directory)
 

@@ -29,7 +29,7 @@ import fcntl
 import os
 from collections.abc import Callable, Sequence
 
-from bea.nn import history as hist
+from bea.nn import _run_files as hist
 
 __all__ = ["LOCK_NAME", "RunDirError", "Plan", "checkpoint_steps", "inspect", "RunLock"]
 

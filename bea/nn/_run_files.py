@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Sequence
 
-from bea import _io
+from bea import io as _io
 
 __all__ = [
     "COLUMNS",

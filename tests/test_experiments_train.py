@@ -328,7 +328,8 @@ def test_a_sweep_recorded_as_text_by_older_runs_still_matches(ref, tmp_path):
     H.write_json(str(d / "sweep.json"), root)
 
     def inspect(sweep):
-        args = cli.build_parser().parse_args(TINY + ["--sweep", sweep, "--out", str(d)])
+        args = cli.build_parser().parse_args(_base([sweep]) + ["--sweep", sweep,
+                                                                "--out", str(d)])
         cfg = TrainConfig(**{k: v for k, v in vars(args).items()
                              if k in TrainConfig.__dataclass_fields__})
         specs = T.members(cfg)

@@ -34,7 +34,6 @@ from experiments._cli import (
 )
 
 PROG = "experiments.train"
-MAX_MEMBERS = 10**4  # sweep values x seeds
 # flags that may differ between the processes of one run (process 0's --out is the run's)
 _PER_PROCESS = ("out", "no_progress", "distributed", "kill_at_step", "wait_at_step")
 
@@ -105,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_command(args, given: set[str]) -> None:
     """ValueError (one line) for a flag that --sweep overrides and for more than
     :data:`MAX_MEMBERS` members, before any member is listed or built."""
+    from bea.nn.train import MAX_MEMBERS  # imports JAX, computes nothing
+
     configs = 1
     if args.sweep is not None:
         key, vals = args.sweep  # parsed by key_values

@@ -218,6 +218,19 @@ def test_the_sweep_is_checked_by_the_api():
             T.validate(T.TrainConfig(sweep=sweep))
 
 
+def test_a_huge_member_count_is_refused_before_the_members_are_listed():
+    """Issue 23: validate() listed 10^11 members (minutes, no output) before its seed
+    check; the count is checked first, in well under a second."""
+    import time
+
+    from bea.nn import train as T
+
+    t0 = time.perf_counter()
+    with pytest.raises(T.ConfigError, match="members .* exceed"):
+        T.validate(T.TrainConfig(seeds=99999999999, sweep=("rho", (0.9, 0.99))))
+    assert time.perf_counter() - t0 < 1
+
+
 def test_history_write_is_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "history.csv")
     row = {c: 1.0 for c in H.COLUMNS} | {"step": 0}

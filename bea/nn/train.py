@@ -189,6 +189,10 @@ def _sweep(cfg: TrainConfig) -> tuple[str, tuple[float, ...]] | None:
     return key, values
 
 
+MAX_MEMBERS = 10**4
+"""The most members (sweep values x seeds) one training runs."""
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid field of ``cfg``."""
     if cfg.model not in MODEL_NAMES:
@@ -212,6 +216,13 @@ def validate(cfg: TrainConfig) -> None:
     _check_hparams(cfg.h, cfg.beta, cfg.rho, cfg.eps)
     sweep = _sweep(cfg)
     where = "" if sweep is None else f" (in the sweep {sweep[0]}={','.join(map(str, sweep[1]))})"
+    if cfg.seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {cfg.seeds}")
+    count = cfg.seeds * (1 if sweep is None else len(sweep[1]))
+    if count > MAX_MEMBERS:  # before the members are listed (a huge --seeds hung here)
+        raise ConfigError(f"{count:.3g} members (seeds {cfg.seeds:.3g} x "
+                          f"{1 if sweep is None else len(sweep[1])} sweep value(s)) exceed "
+                          f"{MAX_MEMBERS:.0e}")
     for m in members(cfg):
         _check_hparams(m["h"], m["beta"], m["rho"], m["eps"], where)
     if cfg.stop_loss is not None and not (cfg.stop_loss > 0 and math.isfinite(cfg.stop_loss)):
@@ -223,8 +234,6 @@ def validate(cfg: TrainConfig) -> None:
                           "ships with scikit-learn")
     if cfg.max_steps < 1:
         raise ConfigError(f"max-steps must be >= 1, got {cfg.max_steps}")
-    if cfg.seeds < 1:
-        raise ConfigError(f"seeds must be >= 1, got {cfg.seeds}")
     if cfg.steps_after_stop < 0:
         raise ConfigError(f"steps-after-stop must be >= 0, got {cfg.steps_after_stop}")
     if cfg.chunk_size is not None and cfg.chunk_size < 1:

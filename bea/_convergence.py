@@ -503,9 +503,13 @@ def _check_memory(problem: Problem, cfg: SweepConfig, C: int) -> None:
     have = _memory_available()
     if need > 0.8 * have:
         h = min(cfg.h)
-        raise ValueError(f"h={h!r} needs N={N_max} steps: about {need / 2**30:.1f} GiB for "
-                         f"{C} combination(s) of {p} parameters, more than the "
-                         f"{have / 2**30:.1f} GiB available; use a larger h or a shorter T")
+        def short(x):  # h = 1e-300 printed a 300-digit N and a 290-digit GiB
+            return f"{x:.3g}" if x >= 1e12 else f"{x:.1f}" if isinstance(x, float) else str(x)
+
+        raise ValueError(f"h={h!r} needs N={short(N_max)} steps: about "
+                         f"{short(need / 2**30)} GiB for {C} combination(s) of {p} parameters, "
+                         "more than the "
+                         f"{short(have / 2**30)} GiB available; use a larger h or a shorter T")
 
 
 def _nan_cause(problem: Problem, batches, mini: bool) -> str:

@@ -15,17 +15,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RATE = 0.3  # loss = 2 exp(-RATE n): crosses 0.1, 0.03, 0.01 at rows 10, 14, 18
 
 
-def _write_run(d, rows, key, v, seed, optimizer="adam", status="stop_loss", **fixed):
+def _write_run(d, rows, key, v, seed, optimizer="adam", status="stop_loss",
+               coefficient="finite_n", **fixed):
     d.mkdir(parents=True)
     H.write_history(str(d / "history.csv"), rows)
     cfg = {"h": 1e-2, "beta": 0.9, "rho": 0.99, "eps": 1e-8, **fixed, key: v, "seed": seed,
            "status": status,
            "config": {"model": "cnn_small", "dataset": "digits", "optimizer": optimizer}}
+    if optimizer == "modified_gd" and coefficient is not None:
+        cfg["modified_loss_coefficient"] = coefficient
     (d / "config.json").write_text(json.dumps(cfg))
 
 
 def _fake_sweep(root, key, values, seeds=(0, 1, 2, 3, 4, 5), slope=0.0, n=30, noise=0.3,
-                optimizer="adam", **fixed):
+                optimizer="adam", spike=(), coefficient="finite_n", **fixed):
     """Runs whose norm and accuracy are 10 + slope x + seed noise (+ an oscillation of
     +-3 from step to step) at every row; the loss falls like 2 exp(-0.3 n)."""
     rng = np.random.default_rng(7)
@@ -35,11 +38,15 @@ def _fake_sweep(root, key, values, seeds=(0, 1, 2, 3, 4, 5), slope=0.0, n=30, no
             rows = []
             for k in range(n):
                 osc = 3.0 * (-1) ** k
+                # (v, s) in spike: the loss jumps 20-fold at rows 5-6, after its crossing
+                # of 0.5 (the thresholds are crossed later, at rows 10, 14, 18)
+                jump = 20.0 if (v, s) in spike and k in (5, 6) else 1.0
                 rows.append({c: 1.0 for c in H.COLUMNS} | {
-                    "step": k, "train_loss": 2 * math.exp(-RATE * k),
+                    "step": k, "train_loss": 2 * math.exp(-RATE * k) * jump,
                     "perturbed_one_norm": base + osc, "test_accuracy": base / 20 + osc / 20})
             name = f"{key}={v:g}" + (f"/seed={s}" if len(seeds) > 1 else "")
-            _write_run(root / name, rows, key, v, s, optimizer, **fixed)
+            _write_run(root / name, rows, key, v, s, optimizer, coefficient=coefficient,
+                       **fixed)
 
 
 def _run(args, tmp_path):
@@ -60,6 +67,15 @@ def test_every_figure_draws_png_numbers_and_a_verdict(tmp_path, figure):
     thr = 0.1 if figure == 7 else 0.01
     crossing = math.ceil(math.log(2 / thr) / RATE)
     assert all(r["crossing_step"] == crossing for r in panel["runs"])
+    # version 2: the declared headline, its p-value, the t interval, every run's regime
+    assert saved["version"] == 2 and saved["interval"] == "t"
+    head = [a for a in panel["analyses"] if a["headline"]]
+    assert len(head) == 1
+    q, ro, thr_h = figures.HEADLINE[figure]
+    assert (head[0]["quantity"], head[0]["readout"], head[0]["threshold"]) == (q, ro, thr_h)
+    assert 0 <= head[0]["p_value"] <= 1
+    assert {r["regime"] for r in panel["runs"]} == {"oscillation"}
+    assert panel["spike_runs"] == [] and panel["headline_oscillation_only"] is None
 
 
 @pytest.mark.parametrize("slope,figure,word", [
@@ -163,6 +179,21 @@ def test_mechanism_compares_adam_with_modified_gd_and_names_divergence(tmp_path)
     assert mgd["trends"] == [] and "no loss reached by every run" in numbers["verdict"]
     assert adam["trends"][-1]["verdict"] == "absent"
     assert mgd["paths"]["0.99"]["reached"] == 0 and mgd["paths"]["0.95"]["reached"] == 3
+    assert numbers["stand_in"] == figures.STAND_IN
+    assert "finite-n c(n)" in figures.STAND_IN and "not the preconditioned flow (8)" in \
+        figures.table(numbers)
+
+
+def test_mechanism_refuses_modified_gd_runs_with_the_large_n_c(tmp_path, capsys):
+    """modified_gd runs written before c(n) (no modified_loss_coefficient in their
+    config.json) descended the large-n c: refused in one line, nothing drawn."""
+    _fake_sweep(tmp_path / "adam", "rho", [0.9, 0.95], seeds=(0, 1, 2))
+    _fake_sweep(tmp_path / "mgd", "rho", [0.9, 0.95], seeds=(0, 1, 2),
+                optimizer="modified_gd", coefficient=None)
+    err = _err(["--figure", "mechanism", "--runs", str(tmp_path / "adam"),
+                "--runs", str(tmp_path / "mgd")], tmp_path, capsys)
+    assert "6 modified_gd run(s)" in err and "large-n c of eq. (8), not c(n)" in err
+    assert not (tmp_path / "out").exists()
 
 
 def _sweep_then(damage):
@@ -225,3 +256,79 @@ def test_bad_figure_flags_are_refused_before_reading_runs(tmp_path, capsys, flag
     figure = [] if "--figure" in flags else ["--figure", "3"]
     err = _err(figure + flags + ["--runs", str(tmp_path / "a")], tmp_path, capsys)
     assert needle in err, err
+
+
+def test_three_seeds_t_interval_and_bootstrap_t_refused(tmp_path, capsys):
+    """The issue's new user: 3 seeds. The default t interval gives finite intervals of
+    the size of the noise (no [-1e16, 9.8e16]); --interval bootstrap-t is refused in one
+    line naming K, and nothing is written."""
+    _fake_sweep(tmp_path / "runs", "rho", [0.9, 0.999], seeds=(0, 1, 2), slope=40.0)
+    numbers = _run(["--figure", "3", "--runs", str(tmp_path / "runs")], tmp_path)
+    head = next(a for a in numbers["panels"][0]["analyses"] if a["headline"])
+    assert head["interval"] == "t"
+    assert 0 < head["slope"]["hi"] - head["slope"]["lo"] < 200  # noise 0.3 over dx 0.099
+    for p in head["per_config"]:
+        assert 0 < p["hi"] - p["lo"] < 10
+    err = _err(["--figure", "3", "--runs", str(tmp_path / "runs"), "--interval",
+                "bootstrap-t", "--out", str(tmp_path / "out2")], tmp_path, capsys)
+    assert "has 3 seeds per configuration: the bootstrap-t interval needs at least 6" in err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_spike_runs_are_reported_apart(tmp_path, capsys):
+    """Two runs whose loss jumps 20-fold (seed 1 at rho = 0.95, seed 4 at 0.99) are in
+    the spike regime; the headline is repeated over the four seeds none of whose runs
+    spike, and the table names them. With --spike-factor 30 none is a spike."""
+    _fake_sweep(tmp_path / "runs", "rho", [0.9, 0.95, 0.99], slope=40.0,
+                spike=((0.95, 1), (0.99, 4)))
+    numbers = _run(["--figure", "3", "--runs", str(tmp_path / "runs")], tmp_path)
+    panel = numbers["panels"][0]
+    assert panel["spike_runs"] == ["rho=0.95/seed=1", "rho=0.99/seed=4"]
+    assert panel["oscillation_seeds"] == [0, 2, 3, 5]
+    calm = panel["headline_oscillation_only"]
+    head = next(a for a in panel["analyses"] if a["headline"])
+    assert calm["seeds"] == 4 and calm["seed_list"] == [0, 2, 3, 5]
+    assert [p["values"] for p in calm["per_config"]] == [
+        [p["values"][i] for i in (0, 2, 3, 5)] for p in head["per_config"]]
+    out = capsys.readouterr().out
+    assert "spike regime: 2 of 18 run(s) (rho=0.95/seed=1, rho=0.99/seed=4)" in out
+    assert "headline over the oscillation-regime seeds [0, 2, 3, 5]: slope" in out
+    numbers = _run(["--figure", "3", "--runs", str(tmp_path / "runs"), "--spike-factor", "30"],
+                   tmp_path)
+    assert numbers["panels"][0]["spike_runs"] == []
+
+
+def test_holm_adjusts_the_declared_headlines_of_all_figures(tmp_path, capsys):
+    """--figure holm reads figure3.json ... figure8.json (here figure 3's numbers under
+    every name, figure 4 with two panels): 7 headline tests, Holm-adjusted p-values
+    (bea.nn.stats.holm of the raw ones) and verdicts read from them; a missing figure, a
+    version-1 file, or --runs given are refused in one line."""
+    from bea.nn import stats as S
+
+    _fake_sweep(tmp_path / "runs", "rho", [0.9, 0.95, 0.99], slope=40.0)
+    _run(["--figure", "3", "--runs", str(tmp_path / "runs")], tmp_path)
+    out = tmp_path / "out"
+    three = json.loads((out / "figure3.json").read_text())
+    err = _err(["--figure", "holm"], tmp_path, capsys)
+    assert "no figure4.json, figure5.json, figure6.json, figure7.json, figure8.json" in err
+    for f in (4, 5, 6, 7, 8):
+        doc = dict(three, figure=f)
+        if f == 4:
+            doc["panels"] = three["panels"] * 2
+        (out / f"figure{f}.json").write_text(json.dumps(doc))
+    numbers = _run(["--figure", "holm"], tmp_path)
+    tests = numbers["tests"]
+    assert [t["figure"] for t in tests] == [3, 4, 4, 5, 6, 7, 8]
+    raw = np.array([t["p_value"] for t in tests])
+    np.testing.assert_allclose([t["p_holm"] for t in tests], S.holm(raw))
+    assert all(t["p_holm"] >= t["p_value"] for t in tests)
+    assert tests[0]["verdict_holm"] == ("holds" if tests[0]["p_holm"] < 0.05 else "absent")
+    assert json.loads((out / "headlines.json").read_text())["tests"] == tests
+    assert "Holm p = " in capsys.readouterr().out
+    old = dict(three)
+    del old["version"]
+    (out / "figure5.json").write_text(json.dumps(old))
+    err = _err(["--figure", "holm"], tmp_path, capsys)
+    assert "figure5.json was written before version 2 (no p-values); redraw it" in err
+    err = _err(["--figure", "holm", "--runs", str(tmp_path / "runs")], tmp_path, capsys)
+    assert "--figure holm reads OUT's figure JSONs and takes no --runs" in err

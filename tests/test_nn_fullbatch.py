@@ -139,29 +139,36 @@ def test_accumulated_hvp_is_the_full_batch_hvp(digits64, name, batch):
 
 def test_modified_gd_is_gradient_descent_on_the_modified_loss(tmp_path):
     """Rows 0..3 of a float64 ``modified_gd`` run equal a replay of
-    theta <- theta - gd_lr grad(E + c ||grad E||_{1,eps}) with the gradient of the
-    modified loss taken by reverse-over-reverse autodiff (not the run's jvp). h = 1e-3
-    keeps c = -0.09 small: at h = 1e-2 (c = -0.9) GD on this anti-penalised loss blows
-    up within 3 steps (loss 1e17), and a replay of a blow-up is not a test."""
-    h, beta, rho, eps, lr = 1e-3, 0.9, 0.99, 1e-6, 0.1
+    theta <- theta - gd_lr grad(E + c(n) ||grad E||_{1,eps}) at step n, c(n) = h (c_beta(n)
+    - c_rho(n)) (Remark 3.7's finite-n coefficient), with the gradient of the modified loss
+    taken by reverse-over-reverse autodiff (not the run's jvp); a replay with eq. (8)'s
+    large-n c (the coefficient before issue 22) departs from the run. The logged
+    ``modified_loss`` column stays the large-n one."""
+    h, beta, rho, eps, lr = 1e-2, 0.9, 0.99, 1e-6, 0.1
     cfg = TrainConfig(model="cnn_small", train_size=40, test_size=40, dtype="float64",
                       max_steps=4, physical_batch=16, h=h, beta=beta, rho=rho, eps=eps,
                       optimizer="modified_gd", gd_lr=lr)
     rows, x, y, params, static = _run_and_replay_start(cfg, tmp_path)
-    c = bea._norms.correction_coefficient(h, beta, rho)
-    assert c < 0  # rho > beta: the norm is anti-penalised
+    assert H.read_json(str(tmp_path / "config.json"))["modified_loss_coefficient"] == "finite_n"
+    c_inf = bea._norms.correction_coefficient(h, beta, rho)
+    c_n = [float(bea._finite_n.correction_coefficient_n(h, beta, rho, n)) for n in range(4)]
+    assert c_n[0] == 0 and c_inf < c_n[3] < c_n[1] < 0  # rho > beta: anti-penalised
 
-    def modified(p):
+    def modified(p, c):
         g = _one_shot(p, static, x, y)[1]
         return _one_shot(p, static, x, y)[0] + c * bea._norms.perturbed_one_norm(g, eps)
 
-    step = jax.jit(lambda p: jax.tree_util.tree_map(lambda a, b: a - lr * b, p,
-                                                    jax.grad(modified)(p)))
-    for r in rows:
+    step = jax.jit(lambda p, c: jax.tree_util.tree_map(lambda a, b: a - lr * b, p,
+                                                       jax.grad(modified)(p, c)))
+    large_n = params
+    for n, r in enumerate(rows):
         loss, g = _one_shot(params, static, x, y)
         v = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(g)])
         np.testing.assert_allclose(r["train_loss"], loss, rtol=1e-11)
         np.testing.assert_allclose(r["perturbed_one_norm"], np.sum(np.sqrt(v**2 + eps)),
                                    rtol=1e-10)
-        np.testing.assert_allclose(r["modified_loss"], modified(params), rtol=1e-10)
-        params = step(params)
+        np.testing.assert_allclose(r["modified_loss"], modified(params, c_inf), rtol=1e-10)
+        if n >= 2:
+            assert abs(_one_shot(large_n, static, x, y)[0] / loss - 1) > 1e-6
+        params = step(params, c_n[n])
+        large_n = step(large_n, c_inf)

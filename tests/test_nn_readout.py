@@ -70,6 +70,42 @@ def test_read_out_bundles_the_three_readouts():
     assert not late["window_complete"] and late["window"]["perturbed_one_norm"] is None
 
 
-def test_hill_height():
-    assert R.hill_height([5, 4, 3, 2, 1]) == 1.0
-    assert R.hill_height([5, 2, 6, 4, 1]) == 3.0  # first local minimum 2, then max 6
+def test_hill_height_is_not_set_by_a_first_step_minimum_or_one_spike():
+    """Plateaus at 10, 2, 6, 1 (20 steps each) under a step-to-step oscillation of a
+    factor 1.5 up and down: the smoothed curve is the plateaus times one constant, so
+    the hill is 6 / 2 = 3 exactly. A minimum at step 1 (0.01) and a one-step spike
+    (1000 at step 50) leave it at 3; the older measure (after the first local minimum)
+    reads 1500 and 150 from them."""
+    level = np.repeat([10.0, 2.0, 6.0, 1.0], 20)
+    v = level * 1.5 ** (-1.0) ** np.arange(80)
+    assert R.hill_height(v) == pytest.approx(3.0, rel=1e-12)
+    first = v.copy()
+    first[1] = 0.01
+    spike = v.copy()
+    spike[50] = 1000.0
+    assert R.hill_height(first) == pytest.approx(3.0, rel=1e-12)
+    assert R.hill_height(spike) == pytest.approx(3.0, rel=1e-12)
+    assert R.hill_first_minimum(first) == pytest.approx(10 * 1.5 / 0.01)
+    assert R.hill_first_minimum(spike) == pytest.approx(1000 / (10 / 1.5))  # min at step 1
+    assert R.hill_height(np.geomspace(10, 1, 40)) == 1.0  # only falls
+    assert R.hill_first_minimum([5, 4, 3, 2, 1]) == 1.0
+    assert R.hill_first_minimum([5, 2, 6, 4, 1]) == 3.0
+    with pytest.raises(ValueError, match="needs at least 12 steps, got 11"):
+        R.hill_height(np.ones(11))
+
+
+def test_regime_names_spikes_by_the_stated_criterion():
+    """"spike": the loss rises by more than a factor 10 within 10 steps somewhere; a
+    fall with small oscillations, or a tenfold rise spread over 30 steps, is
+    "oscillation"; a NaN after finite losses is a spike."""
+    base = 2 * np.exp(-0.1 * np.arange(60)) * (1 + 0.3 * (-1.0) ** np.arange(60))
+    assert R.regime(base) == "oscillation"
+    spiky = base.copy()
+    spiky[30:33] = 20 * base[29]
+    assert R.regime(spiky) == "spike"
+    assert R.regime(spiky, factor=30) == "oscillation"
+    slow = np.concatenate([base[:30], base[29] * np.geomspace(1, 12, 30)])
+    assert R.regime(slow) == "oscillation" and R.regime(slow, within=30) == "spike"
+    assert R.regime(np.append(base, np.nan)) == "spike"
+    with pytest.raises(ValueError, match="got 1.0"):
+        R.regime(base, factor=1.0)

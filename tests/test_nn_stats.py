@@ -130,3 +130,110 @@ def test_bad_input_is_named(call, needle):
     with pytest.raises(ValueError, match=None) as e:
         call()
     assert needle in str(e.value)
+
+
+# --- the Student-t interval (the figures' default) ---------------------------------------
+
+N_COVER = 4000  # Monte-Carlo standard error of a 95% coverage: sqrt(.95 .05 / 4000) = 0.0034
+
+
+def _t3(rng, shape):
+    """Student-t with 3 degrees of freedom (heavy tails), scaled to sd 1."""
+    return rng.standard_t(3, shape) / math.sqrt(3)
+
+
+NOISE = {"normal": lambda rng, shape: rng.standard_normal(shape),
+         "t3": _t3,
+         "lognormal0.8": _lognormal}
+
+
+@pytest.mark.parametrize("k", [3, 8, 16])
+def test_t_interval_covers_a_known_mean_and_a_known_slope(k):
+    """Synthetic seeds with a known mean (1.5) and a known slope (30 per unit x, over
+    Figure 3's rho values, a seed effect shared across configurations): the 95%
+    Student-t intervals cover them in [0.92, 0.98] of 4000 data sets, at K = 3, 8, 16,
+    for normal, heavy-tailed (t3) and skewed (lognormal) noise. Measured: normal 0.95
+    (mean and slope), t3 0.96, slopes under lognormal(0.8) noise 0.95-0.96 (a slope
+    averages five configurations). The one case outside, the mean of strongly skewed
+    values (lognormal(0.8), skewness 3.7: 0.88-0.89; lognormal(0.5), skewness 1.8:
+    0.91-0.93), is asserted as measured: no interval holds its level there at K <= 16."""
+    mean, slope = 1.5, 30.0
+    for name, noise in NOISE.items():
+        rng = np.random.default_rng(100 + k)
+        means = mean + noise(rng, (N_COVER, k))
+        ys = (10 + slope * X[None, :, None] + 0.7 * rng.standard_normal((N_COVER, 1, k))
+              + noise(rng, (N_COVER, len(X), k)))
+        cover_m = cover_s = 0
+        for v, y in zip(means, ys, strict=True):
+            iv = S.mean_interval(v)
+            cover_m += iv.lo <= mean <= iv.hi
+            sl = S.slope_interval(X, y)
+            cover_s += sl.lo <= slope <= sl.hi
+        assert 0.92 <= cover_s / N_COVER <= 0.98, (name, k, cover_s / N_COVER)
+        if name == "lognormal0.8":  # no method at small K: the t interval undercovers
+            assert 0.86 <= cover_m / N_COVER < 0.92, (name, k, cover_m / N_COVER)
+        else:
+            assert 0.92 <= cover_m / N_COVER <= 0.98, (name, k, cover_m / N_COVER)
+
+
+def test_bootstrap_t_fails_at_three_seeds_and_is_refused():
+    """At K = 3 bootstrap-t has 10 resamples with a spread: over 400 normal data sets it
+    covers about 83% (0.92 is 4.7 Monte-Carlo standard errors above) and its widest
+    interval is astronomically wide (the issue's [-1e16, 9.8e16]); the t interval of the
+    same data covers 95% and its width is 2 t_{2,0.975} sd / sqrt 3. ``mean_interval``
+    refuses bootstrap-t below ``MIN_SEEDS``, naming K."""
+    rng = np.random.default_rng(4)
+    n, cover_b, cover_t, ratio = 400, 0, 0, []
+    for i in range(n):
+        y = rng.standard_normal(3)
+        b = S.bootstrap_mean(y, n_boot=2000, seed=i)
+        t = S.t_mean(y)
+        cover_b += b.lo <= 0 <= b.hi
+        cover_t += t.lo <= 0 <= t.hi
+        ratio.append((b.hi - b.lo) / (t.hi - t.lo))
+    assert cover_b / n < 0.92, cover_b / n
+    assert abs(cover_t / n - 0.95) < _binomial_bound(0.95, n), cover_t / n
+    assert max(ratio) > 1e6, max(ratio)
+    with pytest.raises(ValueError, match="the bootstrap-t interval needs at least 6 seeds, "
+                                         "got 3"):
+        S.mean_interval(np.array([1.0, 2.0, 4.0]), "bootstrap-t")
+    with pytest.raises(ValueError, match="needs at least 2 seeds, got 1"):
+        S.slope_interval(X, np.ones((5, 1)))
+    with pytest.raises(ValueError, match="one of t, bootstrap-t, got 'z'"):
+        S.mean_interval(np.ones(4), "z")
+
+
+def test_t_interval_and_p_value_agree():
+    """The t interval is mean +- t_{K-1} sd / sqrt K (checked against a hand value), and
+    the t test's p-value is below 0.05 exactly when the 95% interval excludes 0."""
+    y = np.array([1.0, 2.0, 4.0])  # mean 7/3, sd sqrt(7/3)
+    iv = S.t_mean(y)
+    half = 4.302652729749464 * math.sqrt(7 / 3) / math.sqrt(3)  # t_{2, 0.975}
+    assert iv == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half), rel=1e-12)
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        v = 0.8 + rng.standard_normal(5)
+        iv, p = S.t_mean(v), S.p_value(v)
+        assert (p < 0.05) == (iv.lo > 0 or iv.hi < 0)
+    assert S.p_value(np.zeros(3)) == 1.0 and S.p_value(np.ones(3)) == 0.0
+    pb = S.p_value(0.8 + rng.standard_normal(8), "bootstrap-t", n_boot=2000)
+    assert 0 <= pb <= 1
+
+
+def test_holm_adjusts_by_hand_and_bounds_the_family_wise_error():
+    """Holm's step-down adjustment on a hand-worked example, and over 20 000 families of
+    7 true null hypotheses (uniform p-values) no more than 5% of the families reject
+    any (measured 0.049; raw p < 0.05 rejects in 1 - 0.95^7 = 30%)."""
+    adj = S.holm(np.array([0.01, 0.04, 0.03, 0.005]))
+    np.testing.assert_allclose(adj, [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+    assert S.holm(np.array([0.5, 0.9])).tolist() == [1.0, 1.0]
+    rng = np.random.default_rng(6)
+    fams = rng.uniform(size=(20_000, 7))
+    any_adj = np.mean([np.any(S.holm(p) < 0.05) for p in fams])
+    assert any_adj < 0.05 + _binomial_bound(0.05, 20_000), any_adj
+    assert np.mean(np.any(fams < 0.05, axis=1)) > 0.28
+    assert S.verdict_from_p(2.0, 0.01, +1) == "holds"
+    assert S.verdict_from_p(2.0, 0.01, -1) == "reversed"
+    assert S.verdict_from_p(-2.0, 0.2, +1) == "absent"
+    with pytest.raises(ValueError, match="1.5"):
+        S.holm(np.array([0.1, 1.5]))

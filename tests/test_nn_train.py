@@ -362,3 +362,42 @@ def test_bea_nn_never_imports_the_ode_machinery():
     assert files
     for path in files:
         assert not banned.search(path.read_text()), path
+
+
+def test_modified_gd_coefficient_is_remark_3_7s_finite_n_c():
+    """modified_gd's c(n) = h (c_beta(n) - c_rho(n)): (i) at n = 87 (where the h = 1e-2
+    runs of Figure 3 stop) it is 0, -0.052, -0.112, -0.144, -0.170 for rho = 0.97 ...
+    0.999 at beta = 0.97, up to 57x smaller than eq. (8)'s large-n 0, -0.17, -0.67,
+    -1.67, -9.67, which it reaches as n grows; c(0) = 0. (ii) It is the coefficient read
+    off Remark 3.7's full-batch field (bea.fields.full_batch.adam_field): where
+    |g_j| >> sqrt(eps) that field equals -(g + c(n) grad ||grad E||_{1,eps}) / R to
+    O(eps / g^2)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bea._finite_n import correction_coefficient_n
+    from bea.fields import full_batch
+
+    h, beta = 1e-2, 0.97
+    rhos = (0.97, 0.98, 0.99, 0.995, 0.999)
+    at87 = [float(correction_coefficient_n(h, beta, r, 87)) for r in rhos]
+    limit = [float(correction_coefficient_n(h, beta, r, 10**9)) for r in rhos]
+    large = [bea.correction_coefficient(h, beta, r) for r in rhos]
+    np.testing.assert_allclose(at87, [0, -0.05245, -0.11240, -0.14418, -0.16996],
+                               atol=5e-5)
+    np.testing.assert_allclose(limit, large, rtol=1e-6, atol=1e-12)
+    assert float(correction_coefficient_n(h, beta, 0.999, 0)) == 0.0
+    assert large[-1] / at87[-1] > 56
+
+    def loss(t):  # a smooth quartic with gradient entries of order 1
+        return jnp.sum(t**4) / 4 + jnp.sum(t[:-1] * t[1:]) + jnp.sum(jnp.sin(t))
+
+    theta = jnp.array([1.3, -0.7, 0.9, -1.6, 1.1])
+    eps = 1e-12
+    g = jax.grad(loss)(theta)
+    R = jnp.sqrt(g * g + eps)
+    dn1 = jax.jvp(jax.grad(loss), (theta,), (g / R,))[1]
+    for n in (0, 5, 87, 1000):
+        f = full_batch.adam_field(loss, h, beta, 0.999, eps)(n, theta)
+        cn = correction_coefficient_n(h, beta, 0.999, n)
+        np.testing.assert_allclose(f, -(g + cn * dn1) / R, rtol=1e-9, atol=1e-12)

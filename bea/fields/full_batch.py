@@ -16,40 +16,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
 
+from bea._finite_n import c
 from bea._hvp import hvp
 from bea.fields._history import one_minus_pow
 from bea.fields._window import round_off_lags
 
 __all__ = ["c", "adam_field", "rmsprop_field", "adam_limit_field", "rmsprop_limit_field"]
-
-_SERIES = (1 / 12, -1 / 720, 1 / 30240, -1 / 1209600)
-
-
-def _g(x):
-    """1/expm1(x) - 1/x, smooth at 0 (-1/2 + x/12 - x^3/720 + ...); series below 0.1."""
-    xs = jnp.where(x < 0.1, x, 0.05)
-    series = -0.5 + xs * (_SERIES[0] + xs**2 * (_SERIES[1] + xs**2 * (_SERIES[2] + xs**2
-                                                                       * _SERIES[3])))
-    xd = jnp.where(x < 0.1, 1.0, x)
-    direct = 1 / jnp.expm1(xd) - 1 / xd
-    return jnp.where(x < 0.1, series, direct)
-
-
-def c(a, n: Int[Array, ""] | int) -> Float[Array, ""]:
-    """c_a(n) = a/(1-a) - (n+1) a^(n+1)/(1-a^(n+1)) (Remark 3.7's bracket), computed stably.
-
-    With d = -log a, c_a(n) = 1/expm1(d) - (n+1)/expm1((n+1) d); writing 1/expm1(x) = 1/x + g(x)
-    the 1/d terms cancel exactly and c_a(n) = g(d) - (n+1) g((n+1) d), with g smooth. This
-    keeps full relative accuracy for a near 1 (c_0.999(0) = 0 exactly) and c_0(n) = 0.
-    It is also the mean of j under weights a^j (1-a)/(1-a^(n+1)), j = 0..n.
-    """
-    a = jnp.asarray(a, dtype=float)
-    d = -jnp.log(a)
-    n1 = jnp.asarray(n, dtype=float) + 1
-    val = _g(d) - n1 * _g(n1 * d)
-    return jnp.where(a == 0, 0.0, val)
 
 
 def _grad_and_dN1(loss, theta, eps):

@@ -14,6 +14,21 @@ loss is below ``L*``:
 * ``window``: the mean of ``v`` over rows ``k - w .. k + w`` (2w + 1 steps around the
   crossing), which averages the oscillation out; it needs w rows on each side.
 
+The hill of a norm curve (Figures 7, 8) and the training regime of a run:
+
+* ``hill_height``: the largest factor by which the *smoothed* norm climbs above an
+  earlier value of itself, max_{m < n} s_n / s_m (1.0 if it never climbs). The smoothed
+  curve s is the moving median over 2w + 1 steps (default w = 5) of the two-step means
+  (v_j + v_{j+1}) / 2: the two-step mean removes the period-2 step-to-step oscillation,
+  the median removes any excursion shorter than w steps, so neither a minimum at step 1
+  nor one spike can set the hill (``hill_first_minimum``, the older measure, the maximum
+  after the curve's first local minimum over that minimum, ranged 1.2 to 101 between
+  seeds of one configuration for exactly that reason).
+* ``regime``: "spike" if the training loss rises by more than a factor ``factor``
+  (default 10) within ``within`` steps (default 10) anywhere in the run, that is
+  L[n + j] > factor L[n] for some n and 1 <= j <= within; else "oscillation" (the
+  paper's stable regime, Section 6, after Ma, Wu and E 2022).
+
 Pure numpy functions of the history rows (not a hot path: a few thousand rows).
 """
 
@@ -31,10 +46,18 @@ __all__ = [
     "at_equal_loss",
     "window_mean",
     "hill_height",
+    "hill_first_minimum",
+    "smoothed",
+    "regime",
+    "REGIMES",
     "read_out",
 ]
 
 READOUTS = ("first", "interp", "window")
+REGIMES = ("oscillation", "spike")
+HILL_HALF_WIDTH = 5
+SPIKE_FACTOR = 10.0
+SPIKE_WITHIN = 10
 
 
 def first_crossing(loss: Float[np.ndarray, " n"], threshold: float) -> int | None:
@@ -74,12 +97,53 @@ def window_mean(values: Float[np.ndarray, " n"], k: int, half_width: int) -> flo
     return float(np.mean(values[k - half_width: k + half_width + 1]))
 
 
-def hill_height(norms: Float[np.ndarray, " n"]) -> float:
-    """Height of the "hill" of a norm curve (Figures 7, 8): its maximum after its first
-    local minimum over that minimum (1.0 if the curve only falls)."""
+def smoothed(values: Float[np.ndarray, " n"], half_width: int = HILL_HALF_WIDTH) -> np.ndarray:
+    """The moving median over 2w + 1 steps of the two-step means (v_j + v_{j+1}) / 2
+    (module docstring): length n - 2w - 1, entry i centred near step i + w + 1/2.
+    ValueError if the curve has fewer than 2w + 2 steps or w < 0."""
+    v = np.asarray(values, dtype=float)
+    if half_width < 0:
+        raise ValueError(f"hill half-width must be >= 0, got {half_width}")
+    if v.ndim != 1 or len(v) < 2 * half_width + 2:
+        raise ValueError(f"a smoothed curve over 2w + 1 = {2 * half_width + 1} steps needs "
+                         f"at least {2 * half_width + 2} steps, got {len(v)}")
+    pairs = (v[:-1] + v[1:]) / 2
+    windows = np.lib.stride_tricks.sliding_window_view(pairs, 2 * half_width + 1)
+    return np.median(windows, axis=1)
+
+
+def hill_height(norms: Float[np.ndarray, " n"], half_width: int = HILL_HALF_WIDTH) -> float:
+    """Height of the "hill" of a norm curve (Figures 7, 8): max_{m < n} s_n / s_m over
+    the smoothed curve s = :func:`smoothed` (module docstring); 1.0 if s never rises.
+    Non-finite values (a diverged run's last row) are dropped first."""
+    v = np.asarray(norms, dtype=float)
+    s = smoothed(v[np.isfinite(v)], half_width)
+    return float(max(1.0, np.max(s / np.minimum.accumulate(s))))
+
+
+def hill_first_minimum(norms: Float[np.ndarray, " n"]) -> float:
+    """The older hill: the maximum of the curve after its first local minimum over that
+    minimum (1.0 if the curve only falls). Set by a minimum at step 1 or one spike;
+    kept for comparison."""
     v = np.asarray(norms, dtype=float)
     i = next((k for k in range(1, len(v) - 1) if v[k] <= v[k - 1] and v[k] < v[k + 1]), None)
     return 1.0 if i is None else float(np.max(v[i:]) / v[i])
+
+
+def regime(loss: Float[np.ndarray, " n"], factor: float = SPIKE_FACTOR,
+           within: int = SPIKE_WITHIN) -> str:
+    """"spike" if L[n + j] > ``factor`` L[n] for some n and 1 <= j <= ``within`` (a
+    non-finite loss after a finite one counts as a spike), else "oscillation"."""
+    if not factor > 1:
+        raise ValueError(f"spike factor must be > 1, got {factor}")
+    if within < 1:
+        raise ValueError(f"spike window must be >= 1 step, got {within}")
+    v = np.asarray(loss, dtype=float)
+    v = np.where(np.isnan(v), np.inf, v)
+    for j in range(1, min(within, len(v) - 1) + 1):
+        if np.any(v[j:] > factor * v[:-j]):
+            return "spike"
+    return "oscillation"
 
 
 def read_out(

@@ -7,8 +7,10 @@ One step n, at parameters theta^(n):
     ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|; c and E + c ||g||_{1,eps}  (bea.nn._metrics)
     theta^(n+1) = a step of the optimizer with g  (by name from bea.optimizer_registry:
     ``adam`` is Definition 3.1, ``adam_eps_outside`` Remark 3.2's variant, ...)
-    or, for ``modified_gd``, a gradient-descent step on the modified loss of eq. (8):
-    theta^(n+1) = theta^(n) - gd_lr (g + c H (g / sqrt(g^2 + eps)))   (bea.optimizers.gd)
+    or, for ``modified_gd`` ("GD on the modified loss, finite-n c(n)": a stand-in, not
+    the preconditioned flow (8)), a gradient-descent step on E + c(n) ||grad E||_{1,eps}:
+    theta^(n+1) = theta^(n) - gd_lr (g + c(n) H (g / sqrt(g^2 + eps))),
+    c(n) = h (c_beta(n) - c_rho(n))   (Remark 3.7; bea._finite_n; GD: optax.scale_by_schedule)
 
 and row n of the history holds the quantities at theta^(n). A run stops when the
 training loss has been below ``stop_loss`` (the first such row is the paper's stopping
@@ -66,7 +68,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PyTree
 
 from bea import optimizer_registry as registry
-from bea._norms import correction_coefficient
+from bea._finite_n import correction_coefficient_n
 from bea._result import member_name
 from bea.data import DATASET_NAMES, DataError, Dataset, load_dataset
 from bea.models import MODEL_NAMES, make_model
@@ -87,7 +89,7 @@ from bea.nn._exact import (
 from bea.nn._metrics import first_order_prediction, gradient_metrics
 from bea.nn._rundir import RunLock
 from bea.nn.readout import first_crossing
-from bea.optimizers import check_hyperparameters, gd
+from bea.optimizers import check_hyperparameters
 from bea.problems import Problem, as_problem
 
 __all__ = [
@@ -109,7 +111,8 @@ __all__ = [
     "run",
 ]
 
-# gradient descent on E + c ||grad E||_{1,eps}, c = correction_coefficient(h, beta, rho)
+# gradient descent on E + c(n) ||grad E||_{1,eps}, c(n) = h (c_beta(n) - c_rho(n)) (Remark
+# 3.7's finite-n coefficient, bea._finite_n): a stand-in, not the preconditioned flow (8)
 MODIFIED_GD = "modified_gd"
 OPTIMIZERS = (*registry.NAMES, MODIFIED_GD)
 """Every optimizer of ``bea.optimizer_registry`` by its name there, and ``modified_gd``."""
@@ -286,9 +289,11 @@ def _all_finite(tree: PyTree) -> Array:
 
 def _optimizer(name: str, hp: HParams) -> optax.GradientTransformation:
     """The optax transformation of optimizer ``name`` at hyperparameters ``hp``: the
-    registry's (``bea.optimizer_registry.transformation``), or GD for ``modified_gd``."""
+    registry's (``bea.optimizer_registry.transformation``), or GD for ``modified_gd``
+    (``optax.scale_by_schedule`` at the constant -gd_lr: GD whose state counts the steps
+    n, which c(n) needs, and which the checkpoints keep)."""
     if name == MODIFIED_GD:
-        return gd(hp.gd_lr)
+        return optax.scale_by_schedule(lambda n: -hp.gd_lr)
     return registry.transformation(name, hp.h, hp.beta, hp.rho, hp.eps)
 
 
@@ -299,10 +304,18 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
     With one member the axis is squeezed instead of vmapped (a vmap over weights turns
     convolutions into slower batched-kernel ones).
 
-    ``modified_gd`` descends E + c ||grad E||_{1,eps} (eq. (8), c from
-    ``bea._norms.correction_coefficient(h, beta, rho)``): its gradient is
-    g + c H (g / sqrt(g^2 + eps)), one full-batch Hessian-vector product
-    (``bea.nn._exact.hvp``) per step on top of the gradient."""
+    ``modified_gd`` ("GD on the modified loss, finite-n c(n)"; a stand-in, not the
+    preconditioned flow (8)) descends E + c(n) ||grad E||_{1,eps} at its step n, with
+    c(n) = h/2 ((2 c_beta(n) + 1) - (2 c_rho(n) + 1)) = h (c_beta(n) - c_rho(n)),
+    ``bea._finite_n.correction_coefficient_n``: Remark 3.7's full-batch field is
+    -(1/R) grad(E + c(n) ||grad E||_{1,eps}) where |g_j| >> sqrt(eps) (docs/math.md,
+    section 4), and the stand-in drops the preconditioner 1/R. c(0) = 0 (the first step
+    is plain GD); c(n) tends to eq. (8)'s large-n c. n is the run's own step count (with
+    the default gd_lr = h, GD step n sits at time nh, as Adam's step n). Its gradient is
+    g + c(n) H (g / sqrt(g^2 + eps)), one full-batch Hessian-vector product
+    (``bea.nn._exact.hvp``) per step on top of the gradient. The logged
+    ``correction_coefficient`` and ``modified_loss`` columns stay eq. (8)'s large-n
+    ones for every optimizer."""
 
     def one(params, opt_state, hp, train, test):
         tr = Batches(*train, n_train)
@@ -315,8 +328,8 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
         direction = g
         if optimizer == MODIFIED_GD:
             u = jax.tree_util.tree_map(lambda a: a / jnp.sqrt(a * a + hp.eps), g)
-            c = correction_coefficient(hp.h, hp.beta, hp.rho)
-            direction = jax.tree_util.tree_map(lambda a, b: a + c * b, g,
+            c = correction_coefficient_n(hp.h, hp.beta, hp.rho, opt_state.count)
+            direction = jax.tree_util.tree_map(lambda a, b: a + c.astype(a.dtype) * b, g,
                                                hvp(params, static, tr, u))
             finite = finite & _all_finite(direction)
         m.update(train_loss=loss, train_accuracy=acc, test_loss=test_loss,
@@ -425,6 +438,9 @@ class _Member:
                "stop_step": None, "diverged_step": None}
         if cfg.optimizer == MODIFIED_GD:
             out["gd_lr"] = self.spec["gd_lr"]
+            # which coefficient it descended: Remark 3.7's finite-n c(n) (runs without
+            # this key used eq. (8)'s large-n c; experiments.figures refuses them)
+            out["modified_loss_coefficient"] = "finite_n"
         if self.status == "stop_loss":  # the first row below stop_loss
             k = first_crossing(np.array([r["train_loss"] for r in self.rows]), cfg.stop_loss)
             out["stop_step"] = self.rows[k]["step"]

@@ -1,5 +1,6 @@
 """The pre-flight check of a sweep: what it will cost and where order 2 can show, in seconds,
-from the discrete run alone, before any ODE is solved (docs/small_eps.md).
+from the discrete run alone, before any ODE is solved (docs/sweeps.md, "The pre-flight
+check").
 
 Where a gradient component sits below sqrt(eps), Adam's step in it is about h g / sqrt(eps):
 gradient descent with step h / sqrt(eps) (the paper's Section 7: the constant of its
@@ -8,7 +9,7 @@ lambda of its Jacobian along the trajectory is about lambda_max(H) / sqrt(eps). 
 follow from lambda alone:
 
 - **where the modified equation holds**: the first-order field shows order 2 below
-  h* = kappa / lambda (:data:`KAPPA`, measured in docs/small_eps.md);
+  h* = kappa / lambda (:data:`KAPPA`, provisional until measured);
 - **what the solves cost**: one explicit step per interval is stable only while h lambda
   stays inside the tableau's stability interval (:data:`STABILITY`); beyond it the
   adaptive solve needs about h lambda / 5.17 Dopri8 steps per interval.
@@ -52,8 +53,12 @@ z up to this (computed from diffrax's tableaus in tests/test_preflight.py)."""
 STAGES = {"dopri5": 7, "dopri8": 14}
 """Field evaluations per step (first-same-as-last stage included: the field changes with n)."""
 KAPPA = 0.5
-"""h* lambda: the first-order field's local slope reaches 1.8 at h* = KAPPA / lambda
-(docs/small_eps.md: fitted on the bilinear model and the digits MLP, eps = 1e-1 .. 1e-8)."""
+"""h* lambda: the first-order field's local slope can reach 1.8 only below h* = KAPPA /
+lambda. PROVISIONAL: the GD-with-step-h/sqrt(eps) argument (the order-1 flow of GD on a
+quadratic is off by z^3/3 per step at z = h lambda, comparable to its z^2/2 correction at
+z ~ 1) puts kappa of order 1/2; the measurement on the bilinear model and the digits MLP
+(issue 21, item 4) is still to be made. h* is an upper bound: memory (N (1 - rho)) and the
+non-stiff components can need smaller h."""
 SAMPLES = 32  # iterates of the discrete run whose stiffness the check measures
 CANDIDATES = 1024  # iterates whose gradients it looks at
 POWER_ITERATIONS = 16  # Jacobian-vector products per sampled iterate
@@ -68,7 +73,7 @@ class BudgetError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Preflight:
-    """What :func:`check` measured and predicts (docs/small_eps.md).
+    """What :func:`check` measured and predicts (docs/sweeps.md, "The pre-flight check").
 
     ``eps``: the optimizer's eps (None: unknown, e.g. a factory that keeps it in a closure,
     or none); ``small_share``: the share of gradient components with |g_j| < ``threshold``
@@ -121,8 +126,8 @@ class Preflight:
                      f"{self.threshold:.2g} (eps = {self.eps:.2g}); smallest |g_j| "
                      f"{self.min_grad:.2g}")
         lines = [f"pre-flight ({self.check_seconds:.1f} s): {grads}",
-                 f"  stiffness lambda = {self.stiffness:.3g}: order 2 expected below "
-                 f"h* = {self.kappa:g}/lambda = {self.h_star:.3g}"]
+                 f"  stiffness lambda = {self.stiffness:.3g}: order 2 needs h below "
+                 f"h* = {self.kappa:g}/lambda = {self.h_star:.3g} (kappa provisional)"]
         for h, z, s, k, sec in zip(self.h, self.h_lambda, self.solve, self.steps, self.seconds,
                                    strict=True):
             how = f"{s} x{k}" if s in ("adaptive", "max_steps") else s
@@ -391,7 +396,7 @@ def _advice(pf: Preflight, cfg: Any) -> str:
 def preflight(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
               name: str = "custom", **config: Any) -> Preflight:
     """The pre-flight check of ``bea.sweep(loss, params0, data, **config)`` alone, without
-    solving (the same arguments; docs/small_eps.md). Raises ValueError for bad input, as
+    solving (the same arguments; docs/sweeps.md). Raises ValueError for bad input, as
     :func:`bea.sweep` does; never :class:`BudgetError` (read ``.over_budget``)."""
     from bea._convergence import _config, _placement, _problem
     from bea._precision import float64

@@ -85,7 +85,7 @@ def parser() -> Parser:
                         "work and an accelerator for wide or heavy work (docs/sweeps.md)")
     p.add_argument("--time-budget", type=number, default=300.0, metavar="SECONDS",
                    help="refuse, before solving, a sweep the pre-flight check predicts to "
-                        "take longer (docs/small_eps.md; default 300)")
+                        "take longer (docs/sweeps.md; default 300)")
     p.add_argument("--force", action="store_true",
                    help="run a sweep predicted to exceed --time-budget anyway")
     p.add_argument("--no-compile-cache", action="store_true",

@@ -12,7 +12,10 @@ The public API is what this module exports, plus the documented submodules
 :mod:`bea.optimizers`, :mod:`bea.optimizer_registry`, :mod:`bea.io` (result files),
 :mod:`bea.programs` (the compiled programs a sweep runs), :mod:`bea.bilinear` (Section 5),
 :mod:`bea.models` and :mod:`bea.data` (networks and data sets), :mod:`bea.distributed`
-(several processes) and :mod:`bea.nn` (Section 6's training). Modules named ``_name`` are
+(several processes), :mod:`bea.nn` (Section 6's training) and :mod:`bea.preflight` (the
+pre-flight check a sweep runs before solving: stiffness, h*, predicted seconds; its
+function :func:`preflight` is exported here, so ``bea.preflight`` names the function and
+``from bea.preflight import BudgetError`` the module's names). Modules named ``_name`` are
 implementation: ``experiments/``, ``benchmarks/`` and ``notebooks/`` never import them
 (``tests/test_public_api.py``).
 """
@@ -41,10 +44,12 @@ from bea.optimizers import (
     rmsprop_eps_outside,
     trajectory,
 )
+from bea.preflight import BudgetError, Preflight, preflight
 from bea.problems import Problem, as_problem, make_problem
 
 __all__ = [
     "sweep", "grid", "SweepConfig", "SweepResult", "GridResult", "FieldResult", "Schedule",
+    "preflight", "Preflight", "BudgetError",
     "global_error", "fit_slope", "local_slopes", "MIN_STEPS",
     "make_field", "modified_field", "Field", "solve", "enable_x64",
     "adam", "adam_eps_outside", "rmsprop", "rmsprop_eps_outside", "gd", "heavy_ball",

@@ -48,6 +48,8 @@ from bea._measure import first_nonfinite
 from bea._precision import check_float64_loss, float64
 from bea._result import FieldResult, GridResult, Schedule, SweepResult
 from bea.optimizers import check_hyperparameters
+from bea.preflight import BudgetError
+from bea.preflight import check as preflight_check
 from bea.problems import Grouped, Problem, as_problem, batch_sequence, epoch_batches
 
 __all__ = ["SweepConfig", "SolvePolicy", "sweep", "grid"]
@@ -131,6 +133,8 @@ class SweepConfig:
     batching: str = "iid"
     history: str = "auto"
     optimizer_name: str | None = None
+    time_budget: float = 300.0
+    force: bool = False
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
@@ -210,6 +214,14 @@ class SweepConfig:
                                  f"rmsprop fields (Theorems 3.6, 3.3), not for "
                                  f"{self.to_dict()['optimizer']!r} with fields "
                                  f"{', '.join(self.fields)}")
+        budget = _number("time_budget", self.time_budget)
+        if not (math.isfinite(budget) and budget > 0):
+            raise ValueError(f"time_budget must be a positive, finite number of seconds, got "
+                             f"{self.time_budget!r}")
+        put("time_budget", budget)
+        if not isinstance(self.force, bool | np.bool_):
+            raise ValueError(f"force must be True or False, got {self.force!r}")
+        put("force", bool(self.force))
 
     def groups(self, kind: str) -> bool:
         """Whether field ``kind`` can walk a history grouped by distinct batch (docs/math.md,
@@ -312,8 +324,12 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     ``beta``/``rho``/``eps``, ``batch_size``,
     ``batching`` ("iid" or "epoch") and ``history`` ("auto", "direct" or "grouped";
     docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
-    ``device``. ``progress(record)`` is called
-    after each h. Returns a :class:`bea._result.SweepResult`. Bad input (an unknown option
+    ``device``, ``time_budget`` (seconds) and ``force``. ``progress(record)`` is called
+    once before solving with the pre-flight check (``{"preflight": Preflight, "summary":
+    str}``, :mod:`bea.preflight`) and after each h. The pre-flight is stored on the result
+    (``result.preflight``); a sweep it predicts to take longer than ``time_budget`` raises
+    :class:`bea.preflight.BudgetError` (a ValueError) before solving, unless ``force``.
+    Returns a :class:`bea._result.SweepResult`. Bad input (an unknown option
     included) raises ValueError, one line naming the value, before anything is solved."""
     cfg = _config(config, name, progress)
     with float64():
@@ -542,7 +558,14 @@ def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     problem = problem._replace(theta0=_on(problem.theta0, where.device),
                                data=_on(problem.data, where.device))
     with jax.default_device(where.device):
-        return _run_on(problem, cfg, combos, progress, shard_history, where, t0)
+        # the pre-flight check (bea.preflight): at the stiffest combination (smallest eps)
+        check = preflight_check(problem, cfg, min(combos, key=lambda c: c["eps"] or 0.0), C)
+        if progress is not None:
+            progress({"preflight": check, "summary": check.summary()})
+        if check.over_budget and not cfg.force:
+            raise BudgetError(check.reason())
+        results = _run_on(problem, cfg, combos, progress, shard_history, where, t0)
+    return [dataclasses.replace(r, preflight=check.to_dict()) for r in results]
 
 
 def _on(tree: PyTree, device: jax.Device) -> PyTree:

@@ -148,6 +148,7 @@ class SweepResult:
     devices: int
     platform: str
     placement: str = ""
+    preflight: dict[str, Any] | None = None  # bea.preflight.Preflight.to_dict(); older: None
 
     def _per_field(self, attr: str) -> dict[str, Any]:
         return {k: getattr(f, attr) for k, f in self.fields.items()}
@@ -214,6 +215,8 @@ class SweepResult:
         d["diverged_at"] = {repr(float(h)): int(n) for h, n in self.diverged_at.items()}
         d.update(seconds=self.seconds, devices=self.devices, platform=self.platform,
                  placement=self.placement)
+        if self.preflight is not None:
+            d["preflight"] = self.preflight
         return d
 
     @classmethod
@@ -253,7 +256,8 @@ class SweepResult:
                    fields=fields, schedule=schedule,
                    diverged_at={float(h): int(n) for h, n in d["diverged_at"].items()},
                    seconds=float(d["seconds"]), devices=int(d["devices"]),
-                   platform=d["platform"], placement=d.get("placement", ""))
+                   platform=d["platform"], placement=d.get("placement", ""),
+                   preflight=d.get("preflight"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SweepResult:

@@ -83,6 +83,11 @@ def parser() -> Parser:
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where the sweep runs: auto takes the host CPU for small sequential "
                         "work and an accelerator for wide or heavy work (docs/sweeps.md)")
+    p.add_argument("--time-budget", type=number, default=300.0, metavar="SECONDS",
+                   help="refuse, before solving, a sweep the pre-flight check predicts to "
+                        "take longer (docs/sweeps.md; default 300)")
+    p.add_argument("--force", action="store_true",
+                   help="run a sweep predicted to exceed --time-budget anyway")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache")
     return p
@@ -186,7 +191,7 @@ def _main(args, main_process: bool, given: set[str] = frozenset()) -> int:
                   beta=args.beta, rho=args.rho, eps=args.eps, batch_size=args.batch_size,
                   seed=args.seed, engine=args.engine, solver=args.solver, rtol=args.rtol,
                   atol=args.atol, device=args.device, batching=args.batching,
-                  history=args.history)
+                  history=args.history, time_budget=args.time_budget, force=args.force)
     say = print if main_process else (lambda *a, **k: None)
     try:
         if not 0 <= args.seed < 2**32:
@@ -211,6 +216,9 @@ def _main(args, main_process: bool, given: set[str] = frozenset()) -> int:
             f"{hyper} T={args.T}", flush=True)
 
         def progress(r):
+            if "preflight" in r:  # before solving: stiffness, h*, predicted seconds
+                say(r["summary"], file=sys.stderr, flush=True)
+                return
             errs = ", ".join(f"{k} {v:.3e}" for k, v in r["errors"].items())
             what = f" ({r['combinations']} combinations)" if grid else ""
             say(f"  h={r['h']:g} N={r['N']}: {errs}{what}", file=sys.stderr, flush=True)

@@ -51,6 +51,8 @@ BATTERY = [  # (flags, a piece of the one line that must name the value)
     (["--problem", "cnn", "--batch-size", "16", "--fields", "limit"], "limit"),
     (["--problem", "mlp", "--num-examples", "0"], "num_examples 0"),
     (["--problem", "cnn", "--num-examples", "9999"], "9999"), (["--num-examples", "3"], "3"),
+    (["--time-budget", "0"], "time_budget"), (["--time-budget", "-5"], "-5"),
+    (["--time-budget", "inf"], "inf"), (["--time-budget", "nan"], "nan"),
 ]
 
 

@@ -12,10 +12,9 @@ The public API is what this module exports, plus the documented submodules
 :mod:`bea.optimizers`, :mod:`bea.optimizer_registry`, :mod:`bea.io` (result files),
 :mod:`bea.programs` (the compiled programs a sweep runs), :mod:`bea.bilinear` (Section 5),
 :mod:`bea.models` and :mod:`bea.data` (networks and data sets), :mod:`bea.distributed`
-(several processes), :mod:`bea.nn` (Section 6's training) and :mod:`bea.preflight` (the
-pre-flight check a sweep runs before solving: stiffness, h*, predicted seconds; its
-function :func:`preflight` is exported here, so ``bea.preflight`` names the function and
-``from bea.preflight import BudgetError`` the module's names). Modules named ``_name`` are
+(several processes) and :mod:`bea.nn` (Section 6's training). :func:`preflight` (with
+:class:`Preflight` and :class:`BudgetError`) is the check a sweep runs before solving:
+stiffness, h*, predicted seconds. Modules named ``_name`` are
 implementation: ``experiments/``, ``benchmarks/`` and ``notebooks/`` never import them
 (``tests/test_public_api.py``).
 """
@@ -32,6 +31,7 @@ from bea._norms import (
     two_norm,
 )
 from bea._precision import enable_x64
+from bea._preflight import BudgetError, Preflight, preflight
 from bea._result import FieldResult, GridResult, Schedule, SweepResult
 from bea._typing import Field
 from bea.fields import make_field, modified_field
@@ -44,7 +44,6 @@ from bea.optimizers import (
     rmsprop_eps_outside,
     trajectory,
 )
-from bea.preflight import BudgetError, Preflight, preflight
 from bea.problems import Problem, as_problem, make_problem
 
 __all__ = [

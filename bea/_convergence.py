@@ -46,10 +46,10 @@ from bea import optimizer_registry as registry
 from bea import programs as _programs
 from bea._measure import first_nonfinite
 from bea._precision import check_float64_loss, float64
+from bea._preflight import BudgetError
+from bea._preflight import check as preflight_check
 from bea._result import FieldResult, GridResult, Schedule, SweepResult
 from bea.optimizers import check_hyperparameters
-from bea.preflight import BudgetError
-from bea.preflight import check as preflight_check
 from bea.problems import Grouped, Problem, as_problem, batch_sequence, epoch_batches
 
 __all__ = ["SweepConfig", "SolvePolicy", "sweep", "grid"]
@@ -326,9 +326,9 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
     ``device``, ``time_budget`` (seconds) and ``force``. ``progress(record)`` is called
     once before solving with the pre-flight check (``{"preflight": Preflight, "summary":
-    str}``, :mod:`bea.preflight`) and after each h. The pre-flight is stored on the result
+    str}``, :func:`bea.preflight`) and after each h. The pre-flight is stored on the result
     (``result.preflight``); a sweep it predicts to take longer than ``time_budget`` raises
-    :class:`bea.preflight.BudgetError` (a ValueError) before solving, unless ``force``.
+    :class:`bea.BudgetError` (a ValueError) before solving, unless ``force``.
     Returns a :class:`bea._result.SweepResult`. Bad input (an unknown option
     included) raises ValueError, one line naming the value, before anything is solved."""
     cfg = _config(config, name, progress)
@@ -558,7 +558,7 @@ def _run(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     problem = problem._replace(theta0=_on(problem.theta0, where.device),
                                data=_on(problem.data, where.device))
     with jax.default_device(where.device):
-        # the pre-flight check (bea.preflight): at the stiffest combination (smallest eps)
+        # the pre-flight check (bea._preflight): at the stiffest combination (smallest eps)
         check = preflight_check(problem, cfg, min(combos, key=lambda c: c["eps"] or 0.0), C)
         if progress is not None:
             progress({"preflight": check, "summary": check.summary()})

@@ -148,7 +148,7 @@ class SweepResult:
     devices: int
     platform: str
     placement: str = ""
-    preflight: dict[str, Any] | None = None  # bea.preflight.Preflight.to_dict(); older: None
+    preflight: dict[str, Any] | None = None  # bea._preflight.Preflight.to_dict(); older: None
 
     def _per_field(self, attr: str) -> dict[str, Any]:
         return {k: getattr(f, attr) for k, f in self.fields.items()}

@@ -1,6 +1,6 @@
-"""bea.preflight: the stability intervals it uses, its cost model, the stiffness it measures
-(lambda_max(H)/sqrt(eps) where gradients sit below sqrt(eps)), the budget a sweep is held
-to, and what it stores on the result."""
+"""bea.preflight (in bea._preflight): the stability intervals it uses, its cost model, the
+stiffness it measures (lambda_max(H)/sqrt(eps) where gradients sit below sqrt(eps)), the
+budget a sweep is held to, and what it stores on the result."""
 
 import json
 import math
@@ -13,7 +13,7 @@ import pytest
 
 import bea
 from bea._precision import float64
-from bea.preflight import STABILITY, STAGES, BudgetError, Preflight, solve_cost
+from bea._preflight import STABILITY, STAGES, BudgetError, Preflight, solve_cost
 from bea.problems import make_problem
 
 

@@ -12,6 +12,7 @@ import pytest
 from bea.nn import _metrics as M
 from bea.nn import _run_files as H
 from bea.nn import read_history
+from bea.nn import train as T
 
 metrics = jax.jit(M.gradient_metrics)  # one compilation, not one per eager operation
 
@@ -96,6 +97,9 @@ def test_an_earlier_history_still_reads_with_the_added_columns_nan(tmp_path):
     assert len(rows) == 1 and tuple(rows[0]) == H.COLUMNS
     assert rows[0]["train_loss"] == 0.5 and rows[0]["modified_loss"] == 0.5 + 10
     assert all(math.isnan(rows[0][c]) for c in H.ADDED_COLUMNS)
+    # resuming such a run: its NaN columns are "not logged", not a divergence
+    assert T._status(rows, T.TrainConfig()) == "running"
+    assert T._status([rows[0] | {"two_norm": math.inf}], T.TrainConfig()) == "diverged"
     # written back, it has today's header and reads back the same (NaN stays NaN)
     H.write_history(str(path), rows)
     again = read_history(str(path))

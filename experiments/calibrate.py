@@ -22,7 +22,8 @@ over physical batches. This command runs that step here, through the training lo
   paper's h = 7.5e-5 and 1e-4 to reach a training loss of 0.01; an assumption, not a
   measurement) and, beside it, the cap of those commands (``--max-steps 5000``). A
   figure's network other than the measured one is scaled by XLA's count of floating-point
-  operations per example of a training step (forward and backward), said in the table.
+  operations per example of a training step (forward and backward), and a measurement on
+  fewer than CIFAR's 50 000 training images by the ratio of the counts; the table says so.
 
 Data: with ``--data-dir DIR``, CIFAR-10/100 from DIR in the python-pickle layout
 (``DIR/cifar-10-batches-py/``, ``DIR/cifar-100-python/``; the flag and layout of
@@ -279,7 +280,7 @@ def measure(args, log, budget: float) -> dict:
     data are ready, and read back the times, the memory and the histories."""
     import jax
 
-    from bea.data import write_cifar_pickles
+    from bea.data import load_dataset, write_cifar_pickles
     from bea.nn import read_history
     from bea.nn.train import TrainConfig, run
 
@@ -289,7 +290,11 @@ def measure(args, log, budget: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bea-calibrate-") as tmp:
         if args.data_dir is not None:
             data_dir, train_size, test_size = args.data_dir, None, None
-            source = f"{args.dataset} from {os.path.abspath(args.data_dir)}"
+            sizes = load_dataset(args.dataset, data_dir)  # DataError if damaged, before run
+            n_train, n_test = len(sizes.y_train), len(sizes.y_test)
+            del sizes
+            source = (f"{args.dataset} from {os.path.abspath(args.data_dir)} ({n_train} "
+                      f"training and {n_test} test images)")
         else:
             data_dir = os.path.join(tmp, "data")
             write_cifar_pickles(data_dir, args.dataset, n_train, n_test, seed=args.seed)
@@ -329,16 +334,16 @@ def measure(args, log, budget: float) -> dict:
     dev = jax.local_devices()[0]
     return {
         "platform": dev.platform, "device_kind": dev.device_kind,
-        "devices_used": 1 if jax.device_count() == 1 else jax.device_count(),
+        "devices": jax.device_count(),
         "jax_version": jax.__version__, "model": args.model,
         "parameters": parameter_count(args.model, num_classes), "dataset": args.dataset,
-        "data": source, "train_examples": n_train if train_size else None,
+        "data": source, "train_examples": n_train, "test_examples": n_test,
         "physical_batch": args.physical_batch, "dtype": args.dtype,
         "h": args.h, "beta": args.beta, "rho": args.rho,
         "setup_compile_first_step_seconds": first,
         "step_seconds": gaps,
         "seconds_per_step": statistics.median(gaps) if gaps else first,
-        "seconds_per_step_from": (f"median of {len(gaps)} timed steps" if gaps else
+        "seconds_per_step_from": (f"median of {len(gaps)} timed step(s)" if gaps else
                                   "the first step (with setup and compilation): no other step "
                                   "fitted in --time-limit"),
         "memory": memory, "eps": per_eps}
@@ -367,20 +372,25 @@ def cost_ratios(args) -> dict:
                                                         for (m, k), v in counts.items()}}
 
 
-def step_seconds_table(args, seconds: float, ratios: dict) -> dict:
+def step_seconds_table(args, seconds: float, ratios: dict, train_examples: int) -> dict:
     """``(model, dataset) -> (seconds per step, how)`` for every run set of
-    :data:`RUN_SETS`: ``seconds`` (measured) for the measured network, scaled by
-    ``ratios`` (XLA's flop count per example) otherwise; ``--small``: ``seconds`` for all,
-    said so."""
+    :data:`RUN_SETS`: ``seconds`` (measured on ``train_examples`` training images) for the
+    measured network, scaled by ``ratios`` (XLA's flop count per example) otherwise, and
+    by 50 000 / ``train_examples`` when the measured set is not CIFAR's size;
+    ``--small``: ``seconds`` for all, said so."""
     out = {}
+    scale = CIFAR_SIZES[0] / train_examples
     for model, dataset, *_ in RUN_SETS.values():
         ratio = ratios[(model, dataset)]
-        if (model, dataset) == (args.model, args.dataset):
-            out[(model, dataset)] = (seconds, "measured")
-        elif ratio is None:
-            out[(model, dataset)] = (seconds, f"{args.model}'s (--small)")
-        else:
-            out[(model, dataset)] = (seconds * ratio, f"{args.model} x {ratio:.2f} (XLA flops)")
+        if ratio is None:
+            how = "measured" if (model, dataset) == (args.model, args.dataset) else \
+                f"{args.model}'s (--small)"
+            out[(model, dataset)] = (seconds, how)
+            continue
+        how = "measured" if ratio == 1.0 else f"{args.model} x {ratio:.3g} (flops)"
+        if scale != 1:
+            how += f" x {scale:.3g} (examples)"
+        out[(model, dataset)] = (seconds * ratio * scale, how)
     return out
 
 
@@ -402,6 +412,9 @@ def report(result: dict) -> str:
     first = m["setup_compile_first_step_seconds"]
     lines.append(f"setup, compilation and first step: {first:.2f} s; full-batch step: "
                  f"{m['seconds_per_step']:.3g} s ({m['seconds_per_step_from']})")
+    if m["devices"] > 1:
+        lines.append(f"{m['devices']} devices share each step (data-parallel): the projection "
+                     f"counts {m['devices']} x {m['seconds_per_step']:.3g} device-seconds per step")
     mem = m["memory"]
     if mem["device_peak_bytes"] is not None:
         lines.append(f"peak device memory: {_gib(mem['device_peak_bytes'])} (of "
@@ -427,10 +440,10 @@ def report(result: dict) -> str:
                  f"run (assumed: --run-steps; the paper gives none), runs one after the other")
     cap = f"at {p['cap_steps']}"
     lines.append(f"{'figure':>6} {'model':>10} {'dataset':>9} {'runs':>5} {'new':>5} "
-                 f"{'s/step':>8}  {'how':<28} {'GPU-h':>8} {cap:>9}")
+                 f"{'s/step':>8}  {'how':<40} {'GPU-h':>8} {cap:>9}")
     for f in p["figures"]:
         lines.append(f"{f['figure']:>6} {f['model']:>10} {f['dataset']:>9} {f['runs']:>5} "
-                     f"{f['new_runs']:>5} {f['seconds_per_step']:>8.3g}  {f['how']:<28} "
+                     f"{f['new_runs']:>5} {f['seconds_per_step']:>8.3g}  {f['how']:<40} "
                      f"{f['gpu_hours']:>8.3g} {f['gpu_hours_at_cap']:>9.3g}"
                      + (f"  (reads {', '.join(f['reads_runs_of'])})" if f["reads_runs_of"]
                         else ""))
@@ -465,8 +478,10 @@ def main(argv: list[str] | None = None) -> dict:
         ratios = cost_ratios(args)  # tracing only, before the clock of --time-limit runs out
         measured = measure(args, notes.append, args.time_limit - (time.monotonic() - t0))
         measured["flops_per_example"] = ratios.pop("flops_per_example", None)
-        projection = project(step_seconds_table(args, measured["seconds_per_step"], ratios),
-                             args.run_steps, args.seeds)
+        # device-seconds: a step on n devices (the data split over them) costs n x its time
+        table = step_seconds_table(args, measured["seconds_per_step"] * measured["devices"],
+                                   ratios, measured["train_examples"])
+        projection = project(table, args.run_steps, args.seeds)
     except (ConfigError, DataError) as e:
         fail(PROG, str(e))
     except Interrupted as e:  # a signal during the training steps: stopped there

@@ -57,7 +57,8 @@ def test_small_calibration_measures_steps_memory_and_shares(small):
 
 def test_small_projection_is_seconds_times_steps_times_runs(small):
     result, printed, _ = small
-    p, s = result["projection"], result["measurement"]["seconds_per_step"]
+    m, p = result["measurement"], result["projection"]
+    s = m["seconds_per_step"] * m["devices"]  # device-seconds (1 device here)
     assert p["seeds"] == 3 and p["run_steps"] == 200 and p["cap_steps"] == C.CAP_STEPS
     by = {f["figure"]: f for f in p["figures"]}
     assert sorted(by) == [3, 4, 5, 6, 7, 8]
@@ -79,13 +80,17 @@ def test_projection_scales_other_networks_by_their_flops():
 
     ratios = {("resnet50", "cifar10"): 1.0, ("resnet101", "cifar10"): 1.9,
               ("resnet101", "cifar100"): 1.91}
-    table = C.step_seconds_table(A, 4.0, ratios)
+    table = C.step_seconds_table(A, 4.0, ratios, 50_000)
     assert table[("resnet50", "cifar10")] == (4.0, "measured")
     assert table[("resnet101", "cifar100")][0] == pytest.approx(4.0 * 1.91)
     p = C.project(table, 1000, 8)
     by = {f["figure"]: f for f in p["figures"]}
     assert by[7]["gpu_hours"] == pytest.approx(4.0 * 1.9 * 1000 * 40 / 3600)
-    assert by[8]["how"] == "resnet50 x 1.91 (XLA flops)"
+    assert by[8]["how"] == "resnet50 x 1.91 (flops)"
+    # measured on a quarter of CIFAR's training set: four times the time per full step
+    quarter = C.step_seconds_table(A, 4.0, ratios, 12_500)
+    assert quarter[("resnet50", "cifar10")] == (16.0, "measured x 4 (examples)")
+    assert quarter[("resnet101", "cifar10")][0] == pytest.approx(4.0 * 1.9 * 4)
 
 
 def test_flops_per_example_of_a_dense_network():

@@ -79,6 +79,10 @@ def test_logged_norms_equal_direct_computation(tmp_path):
         np.testing.assert_allclose(r["one_norm"], np.sum(np.abs(v)), rtol=1e-10)
         np.testing.assert_allclose(r["mean_abs_grad"], np.mean(np.abs(v)), rtol=1e-10)
         np.testing.assert_allclose(r["std_abs_grad"], np.std(np.abs(v)), rtol=1e-8)
+        np.testing.assert_allclose(r["perturbed_one_norm_excess"],
+                                   np.sum(np.sqrt(v**2 + 1e-6) - 1e-3), rtol=1e-8)
+        np.testing.assert_allclose(r["two_norm_penalty"], np.sum(v**2) / 2e-3, rtol=1e-10)
+        assert round(r["share_above_sqrt_eps"] * v.size) == np.sum(np.abs(v) > 1e-3)
         c = 0.5 * 1e-2 * (1.9 / 0.1 - 1.99 / 0.01)
         np.testing.assert_allclose(r["correction_coefficient"], c, rtol=1e-12)
         np.testing.assert_allclose(r["modified_loss"], loss + c * np.sum(np.sqrt(v**2 + 1e-6)),

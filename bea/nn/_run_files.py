@@ -12,12 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 
 from bea import io as _io
 
 __all__ = [
     "COLUMNS",
+    "EARLIER_COLUMNS",
+    "ADDED_COLUMNS",
     "write_history",
     "HistoryError",
     "read_history",
@@ -38,7 +41,19 @@ COLUMNS = (
     "std_abs_grad",
     "correction_coefficient",
     "modified_loss",
+    "perturbed_one_norm_excess",
+    "two_norm_penalty",
+    "share_above_sqrt_eps",
 )
+"""A history's columns (``bea.nn._metrics`` defines the gradient ones)."""
+
+EARLIER_COLUMNS = (COLUMNS[:12],)
+"""The headers older histories were written with (the first twelve columns: before the
+norm's excess over P sqrt(eps), the two-norm penalty and the share above sqrt(eps) were
+logged). They still read: the columns they lack are NaN ("not logged")."""
+
+ADDED_COLUMNS = COLUMNS[12:]
+"""The columns an earlier history lacks (NaN when read)."""
 
 
 def _fmt(v) -> str:
@@ -62,9 +77,11 @@ class HistoryError(ValueError):
 
 
 def read_history(path) -> list[dict]:
-    """Rows of a history CSV: ``step`` as int, every other column as float. Raises
-    HistoryError naming the file and line for anything but a header of ``COLUMNS`` and
-    complete numeric rows numbered 0, 1, 2, ... (a damaged or hand-edited file)."""
+    """Rows of a history CSV: ``step`` as int, every other column as float, every row
+    keyed by all of ``COLUMNS`` (a history with an earlier header, ``EARLIER_COLUMNS``,
+    has NaN in the columns it lacks). Raises HistoryError naming the file and line for
+    anything but a header of ``COLUMNS`` (or an earlier one) and complete numeric rows
+    numbered 0, 1, 2, ... (a damaged or hand-edited file)."""
     try:
         with open(path, encoding="utf-8", newline="") as f:
             text = f.read()
@@ -77,7 +94,8 @@ def read_history(path) -> list[dict]:
         raise HistoryError(f"{path} is not a history file ({e})") from None
     if not lines:
         raise HistoryError(f"{path} is empty (not even its header line)")
-    if tuple(lines[0]) != COLUMNS:
+    header = tuple(lines[0])
+    if header != COLUMNS and header not in EARLIER_COLUMNS:
         raise HistoryError(f"{path} is not a history file: its header is "
                            f"{','.join(lines[0])[:80]!r}, not {','.join(COLUMNS)[:40]!r}...")
     if not text.endswith("\n"):  # every write ends its last row with a newline
@@ -85,19 +103,19 @@ def read_history(path) -> list[dict]:
     rows = []
     for i, fields in enumerate(lines[1:]):
         where = f"{path}, line {i + 2}"
-        if len(fields) != len(COLUMNS):
-            raise HistoryError(f"{where} has {len(fields)} fields, not {len(COLUMNS)} "
+        if len(fields) != len(header):
+            raise HistoryError(f"{where} has {len(fields)} fields, not {len(header)} "
                                "(a truncated or damaged row)")
         try:
             row = {c: (int(v) if c == "step" else float(v))
-                   for c, v in zip(COLUMNS, fields, strict=True)}
+                   for c, v in zip(header, fields, strict=True)}
         except ValueError:
-            bad = next(v for c, v in zip(COLUMNS, fields, strict=True) if not _number(v, c))
+            bad = next(v for c, v in zip(header, fields, strict=True) if not _number(v, c))
             raise HistoryError(f"{where}: {bad[:40]!r} is not a number") from None
         if row["step"] != i:
             raise HistoryError(f"{where} is step {row['step']}, expected {i} (rows must be "
                                "steps 0, 1, 2, ... in order)")
-        rows.append(row)
+        rows.append({c: row.get(c, math.nan) for c in COLUMNS})
     return rows
 
 

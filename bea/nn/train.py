@@ -4,7 +4,9 @@ One step n, at parameters theta^(n):
 
     E, acc, g = full-batch loss, accuracy, gradient  (bea.nn._exact)
     test loss and accuracy at theta^(n)
-    ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|; c and E + c ||g||_{1,eps}  (bea.nn._metrics)
+    ||g||_{1,eps}, ||g||_2, ||g||_1, mean/std |g_i|, ||g||_{1,eps} - P sqrt(eps),
+    ||g||_2^2 / (2 sqrt(eps)), share of |g_i| > sqrt(eps); c and E + c ||g||_{1,eps}
+    (bea.nn._metrics)
     theta^(n+1) = a step of the optimizer with g  (by name from bea.optimizer_registry:
     ``adam`` is Definition 3.1, ``adam_eps_outside`` Remark 3.2's variant, ...)
     or, for ``modified_gd`` ("GD on the modified loss, finite-n c(n)": a stand-in, not
@@ -409,7 +411,10 @@ def _status(rows: Sequence[dict], cfg: TrainConfig) -> str:
     below stop_loss at least steps_after_stop rows ago) or "running"."""
     if not rows:
         return "running"
-    if not all(math.isfinite(rows[-1][c]) for c in hist.COLUMNS if c != "step"):
+    # the columns an earlier history lacks read as NaN there (a non-finite gradient shows
+    # in the norms every history has)
+    if not all(math.isfinite(rows[-1][c]) for c in hist.COLUMNS
+               if c != "step" and c not in hist.ADDED_COLUMNS):
         return "diverged"
     if cfg.stop_loss is not None:
         k = first_crossing(np.array([r["train_loss"] for r in rows]), cfg.stop_loss)

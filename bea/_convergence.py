@@ -11,7 +11,8 @@ a sweep is a grid of one combination. Everything runs in float64 (inside
 :func:`bea._precision.float64`; the process's own setting is left as it was).
 
 The solve per interval is the cheapest whose error is measured at least 100x below the
-error (:data:`ATTEMPTS`): one step of Dopri5, else of Dopri8, else adaptive Dopri8. A
+error (:data:`ATTEMPTS`): one step of Dopri5, else of Dopri8, else adaptive Dopri8, and
+where that runs out of steps (a stiff interval) implicit Kvaerno5. A
 fixed-step solve's error is first bounded for free by its embedded estimates; that bound is
 trusted only for a tableau whose bound passed a check against halving (the same program,
 two steps per interval) at the coarsest h, where the solver error is largest relative to
@@ -330,10 +331,14 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     lr; ``optimizer_name`` names it in the results), ``h`` (the ladder), ``T``, ``fields``,
     ``beta``/``rho``/``eps``, ``batch_size``,
     ``batching`` ("iid" or "epoch") and ``history`` ("auto", "direct" or "grouped";
-    docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
-    ``device``. ``progress(record)`` is called
-    after each h. Returns a :class:`bea._result.SweepResult`. Bad input (an unknown option
-    included) raises ValueError, one line naming the value, before anything is solved."""
+    docs/math.md, section 7), ``seed``, ``engine``, ``solver`` ("auto", "fixed",
+    "adaptive" or "implicit"), ``rtol``/``atol``, ``max_steps`` (per interval of an adaptive
+    or implicit solve), ``device``. ``progress(record)`` is called after each h (keys h, N,
+    errors, combinations) and, during an adaptive or implicit solve that has run over
+    :data:`QUIET_S` seconds, per block of intervals (keys h, N, field, solver, intervals,
+    elapsed, remaining, failed, combinations). Returns a :class:`bea._result.SweepResult`.
+    Bad input (an unknown option included) raises ValueError, one line naming the value,
+    before anything is solved."""
     cfg = _config(config, name, progress)
     with float64():
         problem = _problem(loss, params0, data, name, cfg)

@@ -223,6 +223,8 @@ class SweepResult:
                              "schedule": self.schedule.to_dict()}
         for key in _PER_FIELD:
             d[key] = self._per_field("slope" if key == "slopes" else key)
+        if not any(any(f.failure) for f in self.fields.values()):
+            del d["failure"]  # written only where a solve failed (absent: none did)
         d["diverged_at"] = {repr(float(h)): int(n) for h, n in self.diverged_at.items()}
         d.update(seconds=self.seconds, devices=self.devices, platform=self.platform,
                  placement=self.placement)

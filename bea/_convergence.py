@@ -11,7 +11,8 @@ a sweep is a grid of one combination. Everything runs in float64 (inside
 :func:`bea._precision.float64`; the process's own setting is left as it was).
 
 The solve per interval is the cheapest whose error is measured at least 100x below the
-error (:data:`ATTEMPTS`): one step of Dopri5, else of Dopri8, else adaptive Dopri8. A
+error (:data:`ATTEMPTS`): one step of Dopri5, else of Dopri8, else adaptive Dopri8, and
+where that runs out of steps (a stiff interval) implicit Kvaerno5. A
 fixed-step solve's error is first bounded for free by its embedded estimates; that bound is
 trusted only for a tableau whose bound passed a check against halving (the same program,
 two steps per interval) at the coarsest h, where the solver error is largest relative to
@@ -44,6 +45,7 @@ from bea import _measure as measure
 from bea import _placement as placement
 from bea import optimizer_registry as registry
 from bea import programs as _programs
+from bea._integrate import MAX_STEPS, MAX_STEPS_DEFAULT, NONFINITE
 from bea._measure import first_nonfinite
 from bea._precision import check_float64_loss, float64
 from bea._preflight import BudgetError
@@ -56,13 +58,22 @@ __all__ = ["SweepConfig", "SolvePolicy", "sweep", "grid"]
 
 HYPER = ("beta", "rho", "eps")
 DEFAULT_HYPER = {"beta": 0.9, "rho": 0.999, "eps": 1e-8}  # optax's Adam defaults
-SOLVERS = ("auto", "fixed", "adaptive")
+SOLVERS = ("auto", "fixed", "adaptive", "implicit")
 BATCHINGS = ("iid", "epoch")  # a fresh random batch per step | a fixed partition, reshuffled
 HISTORIES = ("auto", "direct", "grouped")  # how the mini-batch fields walk their history
-# What each solver tries, in order, until its error is measured >= 100x below the error.
+# What each solver tries, in order, until its error is measured >= 100x below the error;
+# auto's implicit solve only where the adaptive one ran out of steps (a stiff interval).
 ATTEMPTS = {"adaptive": (("adaptive", None),),
             "fixed": (("fixed", "dopri5"), ("fixed", "dopri8")),
-            "auto": (("fixed", "dopri5"), ("fixed", "dopri8"), ("adaptive", None))}
+            "implicit": (("implicit", "kvaerno5"),),
+            "auto": (("fixed", "dopri5"), ("fixed", "dopri8"), ("adaptive", None),
+                     ("implicit", "kvaerno5"))}
+BLOCK = 16
+"""Intervals per compiled block of an adaptive or implicit solve (one compilation per
+field and method; the host loops over the blocks)."""
+QUIET_S = 2.0
+"""A solve reports its progress per block once it has run this long, then at most every
+QUIET_S seconds: short solves stay silent and pay nothing."""
 _ONE, _TWO = np.int64(1), np.int64(2)
 UNNAMED = "unnamed factory"  # the name recorded for a lambda given without optimizer_name
 
@@ -129,6 +140,7 @@ class SweepConfig:
     solver: str = "auto"
     rtol: float = 1e-12
     atol: float = 1e-14
+    max_steps: int = MAX_STEPS_DEFAULT
     device: str = "auto"
     batching: str = "iid"
     history: str = "auto"
@@ -198,6 +210,14 @@ class SweepConfig:
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{k} must be positive and finite, got {getattr(self, k)!r}")
             put(k, v)
+        given = self.max_steps
+        try:
+            ms = _number("max_steps", given, integer=True)
+        except ValueError:
+            ms = 0
+        if ms < 1:
+            raise ValueError(f"max_steps must be an integer >= 1, got {given!r}")
+        put("max_steps", ms)
         for k, options in (("solver", SOLVERS), ("device", placement.DEVICES),
                            ("batching", BATCHINGS), ("history", HISTORIES)):
             if getattr(self, k) not in options:
@@ -323,14 +343,18 @@ def sweep(loss: Callable[[PyTree, Any], Any], params0: PyTree, data: PyTree, *,
     lr; ``optimizer_name`` names it in the results), ``h`` (the ladder), ``T``, ``fields``,
     ``beta``/``rho``/``eps``, ``batch_size``,
     ``batching`` ("iid" or "epoch") and ``history`` ("auto", "direct" or "grouped";
-    docs/math.md, section 7), ``seed``, ``engine``, ``solver``, ``rtol``/``atol``,
-    ``device``, ``time_budget`` (seconds) and ``force``. ``progress(record)`` is called
-    once before solving with the pre-flight check (``{"preflight": Preflight, "summary":
-    str}``, :func:`bea.preflight`) and after each h. The pre-flight is stored on the result
-    (``result.preflight``); a sweep it predicts to take longer than ``time_budget`` raises
-    :class:`bea.BudgetError` (a ValueError) before solving, unless ``force``.
-    Returns a :class:`bea._result.SweepResult`. Bad input (an unknown option
-    included) raises ValueError, one line naming the value, before anything is solved."""
+    docs/math.md, section 7), ``seed``, ``engine``, ``solver`` ("auto", "fixed",
+    "adaptive" or "implicit"), ``rtol``/``atol``, ``max_steps`` (per interval of an adaptive
+    or implicit solve), ``device``, ``time_budget`` (seconds) and ``force``.
+    ``progress(record)`` is called once before solving with the pre-flight check
+    (``{"preflight": Preflight, "summary": str}``, :func:`bea.preflight`), after each h
+    (keys h, N, errors, combinations) and, during an adaptive or implicit solve that has run
+    over :data:`QUIET_S` seconds, per block of intervals (keys h, N, field, solver,
+    intervals, elapsed, remaining, failed, combinations). The pre-flight is stored on the
+    result (``result.preflight``); a sweep it predicts to take longer than ``time_budget``
+    raises :class:`bea.BudgetError` (a ValueError) before solving, unless ``force``.
+    Returns a :class:`bea._result.SweepResult`. Bad input (an unknown option included)
+    raises ValueError, one line naming the value, before anything is solved."""
     cfg = _config(config, name, progress)
     with float64():
         problem = _problem(loss, params0, data, name, cfg)
@@ -641,21 +665,34 @@ class SolvePolicy:
         discrete path ``disc[i]`` (:data:`bea._measure.NAN_POINT` where ``live[i]`` is
         False: its discrete run diverged). A path that is not finite from its first
         interval on makes ``run.check_start()`` (which raises if the field itself is
-        NaN at theta0) run before anything else is tried."""
+        NaN at theta0) run before anything else is tried. The implicit solve is tried
+        (under ``auto``) only for the combinations whose adaptive solve ran out of steps,
+        after ``run.check_jvp()``: under ``solver="implicit"`` a field whose Jacobian-vector
+        product is NaN/inf at theta0 is refused (ValueError), under ``auto`` it is left
+        with the adaptive solve's diagnosis. A solve that failed carries
+        ``run.diagnose(...)`` (why, at which interval) in its point's ``failure``."""
         C, N = len(live), run.N
         trust = self._trust.setdefault(run.kind, [{} for _ in range(C)])
         best: list[tuple | None] = [None] * C  # the last attempt: (ys, error, solver error, ...)
+        fails: list[tuple[int, int] | None] = [None] * C  # its failure: (interval, code)
         todo = [i for i in range(C) if live[i]]
         checked_start = False
         for method, tableau in self.attempts:
+            if method == "implicit" and self.solver == "auto":
+                todo = [i for i in todo if fails[i] is not None and fails[i][1] == MAX_STEPS]
             if not todo:
                 break
-            ys, serr = run.paths(method, tableau, _ONE)
-            if not checked_start and any(first_nonfinite(ys[i]) == 1 for i in todo):
+            if method == "implicit" and not run.check_jvp(refuse=self.solver == "implicit"):
+                break
+            got = run.paths(method, tableau, _ONE)
+            ys, serr = got[0], got[1]
+            failure = got[2] if len(got) > 2 else np.tile(np.asarray([-1, 0]), (C, 1))
+            if not checked_start and any(first_nonfinite(ys[i]) == 1 and
+                                         failure[i][1] != MAX_STEPS for i in todo):
                 run.check_start()
                 checked_start = True
             errs = [measure.global_error(ys[i], disc[i]) for i in range(C)]
-            est = ["refined" if method == "adaptive" else "embedded"] * C
+            est = ["refined" if method != "fixed" else "embedded"] * C
             check = [i for i in todo if method == "fixed" and (
                 trust[i].get(tableau) is not True or not 100 * serr[i] <= errs[i])]
             if check:
@@ -669,9 +706,20 @@ class SolvePolicy:
                     serr[i], est[i] = halving, "halving"
             for i in todo:
                 best[i] = (ys[i], errs[i], float(serr[i]), method, tableau, est[i])
+                fails[i] = (int(failure[i][0]), int(failure[i][1])) if failure[i][0] >= 0 \
+                    else None
             todo = [i for i in todo if not 100 * best[i][2] <= best[i][1]]
-        return [measure.NAN_POINT if b is None else measure.point(b[0], disc[i], *b[1:])
-                for i, b in enumerate(best)]
+        out = []
+        for i, b in enumerate(best):
+            if b is None:
+                out.append(measure.NAN_POINT)
+                continue
+            p = measure.point(b[0], disc[i], *b[1:])
+            if fails[i] is not None:
+                p = p._replace(failure=run.diagnose(i, *fails[i], method=b[3],
+                                                    theta=disc[i][fails[i][0]]))
+            out.append(p)
+        return out
 
 
 class FieldRun(Protocol):
@@ -681,18 +729,30 @@ class FieldRun(Protocol):
     N: int
 
     def paths(self, method: str, tableau: str | None, substeps: np.int64
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(paths, solver-error estimates) for every combination: (C, N+1, p), (C,)."""
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(paths, solver-error estimates, first failure) for every combination:
+        (C, N+1, p), (C,), (C, 2) (the interval and :mod:`bea._integrate` status code of
+        the first interval the solve could not finish; (-1, 0) if none)."""
 
     def check_start(self) -> None:
         """Raise ValueError if the field is NaN/inf at theta0."""
+
+    def check_jvp(self, refuse: bool) -> bool:
+        """Whether the field's Jacobian-vector product at theta0 is finite (the implicit
+        solver needs it); with ``refuse``, ValueError naming the field if not."""
+
+    def diagnose(self, i: int, interval: int, code: int, method: str, theta: np.ndarray
+                 ) -> dict[str, Any]:
+        """Why combination ``i``'s solve failed at ``interval`` (from state ``theta``)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class _FieldRun:
     """The compiled solves of field ``kind`` at one h (:mod:`bea.programs`), fetched to the
     host for the ``C`` combinations, with what :meth:`check_start` needs to name a field
-    NaN at theta0."""
+    NaN at theta0 and :meth:`diagnose` to say why a solve failed. Adaptive and implicit
+    solves run in blocks of :data:`BLOCK` intervals, reporting to ``progress`` once they
+    run long (:data:`QUIET_S`)."""
 
     kind: str
     N: int
@@ -704,12 +764,61 @@ class _FieldRun:
     problem: Problem
     batches: PyTree | None
     optimizer: str
+    eps: list[float | None] = dataclasses.field(default_factory=list)  # per combination
+    progress: Callable[[dict], None] | None = None
 
     def paths(self, method: str, tableau: str | None, substeps: np.int64
-              ) -> tuple[np.ndarray, np.ndarray]:
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if method != "fixed":
+            return self._blocks(method)
         ys, serr = _programs.ode(*self.args, self.traced, substeps, program=self.program,
-                                 loss=self.loss, method=method, tableau=tableau or "dopri8")
-        return _fetch(ys)[: self.C, : self.N + 1], _fetch(serr)[: self.C]
+                                 loss=self.loss, tableau=tableau or "dopri8")
+        none = np.tile(np.asarray([-1, 0]), (self.C, 1))
+        return _fetch(ys)[: self.C, : self.N + 1], _fetch(serr)[: self.C], none
+
+    def _blocks(self, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The adaptive or implicit solve and its reference, :data:`BLOCK` intervals per
+        compiled call (:func:`bea.programs.ode_block`), the states carried from block to
+        block on the device; stops after the block where every combination has failed."""
+        C, N = self.C, self.N
+        theta0 = self.args[0]
+        rows = len(next(iter(self.traced.values()))) if self.traced else 1
+        th = ref = _broadcast(theta0, rows)
+        p = int(theta0.size)
+        ys = np.full((C, N + 1, p), np.nan)
+        fine = np.full((C, N + 1, p), np.nan)
+        ys[:, 0] = fine[:, 0] = np.asarray(theta0)
+        status = np.zeros((C, N), np.int64)
+        block = min(BLOCK, self.program.N_max)
+        t0 = last = time.perf_counter()
+        for start in range(0, N, block):
+            out, out_ref, st = _programs.ode_block(
+                th, ref, *self.args[1:], self.traced, np.int64(start), program=self.program,
+                loss=self.loss, method=method, block=block)
+            th, ref = out[:, -1], out_ref[:, -1]
+            k = min(block, N - start)
+            ys[:, start + 1: start + 1 + k] = _fetch(out)[:C, :k]
+            fine[:, start + 1: start + 1 + k] = _fetch(out_ref)[:C, :k]
+            status[:, start: start + k] = _fetch(st)[:C, :k]
+            done, now = start + k, time.perf_counter()
+            failed = ((status == MAX_STEPS) | (status == NONFINITE)).any(axis=1)
+            if self.progress is not None and now - t0 >= QUIET_S and (
+                    now - last >= QUIET_S or done == N or failed.all()):
+                last = now
+                self.progress({"h": float(self.args[3]), "N": N, "field": self.kind,
+                               "solver": method, "intervals": done,
+                               "elapsed": now - t0,
+                               "remaining": (now - t0) / done * (N - done),
+                               "failed": int(failed.sum()), "combinations": C})
+            if failed.all():
+                break
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = np.linalg.norm(ys - fine, axis=-1)
+        serr = np.where(np.isfinite(d).all(axis=1), d.max(axis=1, initial=0.0), np.nan)
+        bad = (status == MAX_STEPS) | (status == NONFINITE)
+        first = np.where(bad.any(axis=1), np.argmax(bad, axis=1), -1)
+        codes = np.where(first >= 0, status[np.arange(C), np.maximum(first, 0)], 0)
+        return ys, serr, np.stack([first, codes], axis=1)
 
     def check_start(self) -> None:
         f0 = _fetch(_programs.field_at_start(*self.args[:4], self.traced, program=self.program,
@@ -718,6 +827,101 @@ class _FieldRun:
             mini = self.program.mini
             raise ValueError(f"field {self.kind!r} of {self.optimizer} is NaN/inf at theta0: "
                              f"{_nan_cause(self.problem, self.batches, mini)}")
+
+    def check_jvp(self, refuse: bool) -> bool:
+        theta0 = self.args[0]
+        tangent = jnp.ones_like(theta0) / math.sqrt(theta0.size)
+        jv = _fetch(_programs.jvp_at_start(*self.args[:4], self.traced, tangent,
+                                           program=self.program, loss=self.loss))[: self.C]
+        ok = bool(np.all(np.isfinite(jv)))
+        if refuse and not ok:
+            raise ValueError(f"solver 'implicit' needs a differentiable field: the Jacobian-"
+                             f"vector product of field {self.kind!r} of {self.optimizer} is "
+                             "NaN/inf at theta0; use solver 'adaptive' or 'fixed'")
+        return ok
+
+    def diagnose(self, i: int, interval: int, code: int, method: str, theta: np.ndarray
+                 ) -> dict[str, Any]:
+        return _diagnose(self.problem, self.batches, self.program.mini, self.kind,
+                         float(self.args[3]), interval, code, method,
+                         self.program.max_steps, theta, self.eps[i] if self.eps else None)
+
+
+@jax.jit
+def _broadcast_rows(x, like):
+    return jnp.broadcast_to(x, like.shape + x.shape)
+
+
+def _broadcast(theta0, rows: int):
+    """theta0 repeated ``rows`` times (C, p), made by a compiled call so that it is an
+    array of the same kind as theta0 (a global array across processes)."""
+    return _broadcast_rows(theta0, np.zeros(rows))
+
+
+def _diagnose(problem: Problem, batches, mini: bool, kind: str, h: float, interval: int,
+              code: int, method: str, max_steps: int, theta: np.ndarray,
+              eps: float | None) -> dict[str, Any]:
+    """Why a solve failed at ``interval`` n, from the discrete state theta^(n): for a solve
+    that ran out of steps, the step count, the gradient components below sqrt(eps) at
+    theta^(n) (where Adam-like updates step by about h g / sqrt(eps): gradient descent
+    with step h / sqrt(eps)) and that effective step times the largest curvature there
+    (20 Hessian-vector power iterations), i.e. the stiffness the explicit solver faced;
+    for a field NaN/inf near theta^(n) (the solver did not run out of steps), that the
+    field is not defined (not smooth) there. A dict of JSON values with the ``message``."""
+    out: dict[str, Any] = {"cause": "max_steps" if code == MAX_STEPS else "nonfinite",
+                           "interval": int(interval), "solver": method}
+    where = f"the {kind} field's {method} solve"
+    if code != MAX_STEPS:
+        out["message"] = (f"h={h:g}: {where} stopped at interval n={interval}: the field is "
+                          "NaN/inf at or near theta~(nh) while the discrete run is finite "
+                          "and the solver did not run out of steps: the loss or the update "
+                          "is not differentiable (smooth enough) there")
+        return out
+    theta = jnp.asarray(theta)
+    if mini:
+        batch = jax.tree_util.tree_map(lambda b: b[interval], batches)
+        E = lambda t: problem.loss(t, batch)  # noqa: E731
+    else:
+        E = lambda t: problem.loss(t, problem.data)  # noqa: E731
+    g = np.asarray(jax.grad(E)(theta))
+    v = jnp.ones_like(theta) / math.sqrt(theta.size)
+    lam = 0.0
+    for _ in range(20):
+        hv = jax.jvp(jax.grad(E), (theta,), (v,))[1]
+        lam = float(jnp.linalg.norm(hv))
+        if not (lam > 0 and math.isfinite(lam)):
+            break
+        v = hv / lam
+    out.update(max_steps=int(max_steps), parameters=int(g.size), curvature=lam, eps=eps)
+    text = (f"h={h:g}: {where} ran out of steps ({max_steps} per interval) at interval "
+            f"n={interval}, a stiff interval, not a non-smooth loss: ")
+    if eps is None:
+        out.update(small_gradients=None, effective_step=None)
+        text += ("eps is unknown (the optimizer factory does not tell it), so the gradient "
+                 f"components below sqrt(eps) at theta^(n) are unknown; the largest curvature "
+                 f"there is {lam:.3g}")
+    else:
+        small = int(np.sum(np.abs(g) < math.sqrt(eps)))
+        step = h / math.sqrt(eps)
+        out.update(small_gradients=small, effective_step=step, stiffness=step * lam)
+        text += (f"{small} of the {g.size} gradient components are below sqrt(eps) = "
+                 f"{math.sqrt(eps):.3g} at theta^(n), where the update steps by about "
+                 f"h/sqrt(eps) = {step:.3g} times the gradient (x the largest curvature "
+                 f"{lam:.3g}: {step * lam:.3g})")
+    text += ("; raise max_steps, use solver 'implicit' (auto does where it can), a smaller "
+             "h or a larger eps")
+    out["message"] = text
+    return out
+
+
+def _eps_of(cfg: SweepConfig, combo: dict, problem: Problem) -> float | None:
+    """The eps of a combination: the registry optimizer's, or the one an optimizer factory
+    tells (:func:`_factory_record`: 'eps' among its hyperparameters), else None."""
+    if not callable(cfg.optimizer):
+        return float(combo["eps"])
+    told = _factory_record(cfg.optimizer, problem.unravel(problem.theta0))["hyperparameters"]
+    v = (told or {}).get("eps")
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
@@ -752,7 +956,9 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
     data = problem.data if mini else None  # full batch: the data are baked into ``loss``
     base = _programs.Program(cfg.optimizer, N_max, mini, static)
     programs = {kind: base._replace(kind=kind, engine=registry.field_engine(kind, cfg.engine),
-                                    rtol=cfg.rtol, atol=cfg.atol) for kind in cfg.fields}
+                                    rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps)
+                for kind in cfg.fields}
+    eps = [_eps_of(cfg, c, problem) for c in combos]
     optimizer = cfg.to_dict()["optimizer"]
     policy = SolvePolicy(cfg.solver)
     points: list[dict[str, list[measure.Point]]] = [
@@ -768,7 +974,7 @@ def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,
         for kind in cfg.fields:
             history = grouped if schedule.histories[kind] == "grouped" else batches
             run = _FieldRun(kind, N, C, programs[kind], (theta0, history, *args[2:]), traced,
-                            loss, problem, batches, optimizer)
+                            loss, problem, batches, optimizer, eps, progress)
             for i, p in enumerate(policy.solve(run, disc, [b is None for b in bad])):
                 points[i][kind].append(p)
         if progress is not None:

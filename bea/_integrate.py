@@ -14,15 +14,77 @@ from collections.abc import Callable
 import diffrax
 import jax
 import jax.numpy as jnp
+import lineax as lx
 from jaxtyping import Array, Float, Int
 
-__all__ = ["solve", "solve_fixed", "solve_with_error", "TABLEAUS"]
+__all__ = ["solve", "solve_fixed", "solve_with_error", "implicit_solver", "first_failure",
+           "TABLEAUS", "METHODS", "MAX_STEPS_DEFAULT", "DENSE_MAX_P"]
+
+METHODS = ("fixed", "adaptive", "implicit")
+MAX_STEPS_DEFAULT = 4096
+"""Steps an adaptive or implicit solve may take per interval (the main solve; its reference
+at tighter tolerance may take ``substeps`` times more)."""
+DENSE_MAX_P = 1000
+"""The most parameters for which the implicit solver's Newton systems are solved by a dense
+LU of the Jacobian (p forward-mode products per step); above, matrix-free GMRES."""
+NEWTON_RTOL, NEWTON_ATOL = 1e-8, 1e-10
+"""The implicit solver's Newton tolerances (:func:`implicit_solver`)."""
+# Why an interval's solve stopped (:func:`solve` with ``return_status``).
+OK, MAX_STEPS, NONFINITE, SKIPPED = 0, 1, 2, 3
 
 # The fixed-step tableaus, cheapest first: 7 stages (order 5, embedded 4) and 14 (8, 7),
 # first-same-as-last stage included (the field changes with n, so it is not reused).
 # Bosh3 (4 stages, order 3) was tried and dropped: its embedded bound failed the halving
 # check on the MLP sweeps, and measuring by halving cost more than Dopri5 saves.
 TABLEAUS = {"dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
+
+
+def implicit_solver(p: int, rtol: float = 1e-12, atol: float = 1e-14) -> diffrax.Kvaerno5:
+    """Kvaerno5 (ESDIRK, order 5 with an embedded 4, L-stable) for a field of ``p``
+    parameters. Its stages are solved by diffrax's VeryChord (a Newton iteration with the
+    Jacobian frozen per step); the Jacobian acts by forward-mode products (lineax
+    linearises the field with ``jax.linearize``). Up to :data:`DENSE_MAX_P` parameters it
+    is materialised by p of them and LU-factored once per step; above, the Newton systems
+    are solved matrix-free by GMRES, one product per iteration (a dense Jacobian of 10^4
+    parameters would cost 10^4 products and an 800 MB LU per step).
+
+    The Newton iteration stops at :data:`NEWTON_RTOL` / :data:`NEWTON_ATOL` (or the step
+    controller's ``rtol``/``atol`` where looser), times VeryChord's kappa = 0.01: at the
+    controller's own 1e-12 a field of stiffness 10^7 (Adam's order-1 field at eps = 1e-8)
+    cannot converge in float64, every step is rejected and the solve runs out of steps;
+    at 1e-8 the end state agrees with the one at 1e-9 and 1e-10 to 1e-15 (measured on the
+    2-parameter case of tests/test_convergence.py)."""
+    linear = lx.LU() if p <= DENSE_MAX_P else lx.GMRES(rtol=1e-10, atol=1e-12, restart=40,
+                                                        stagnation_iters=40)
+    chord = diffrax.VeryChord(rtol=max(rtol, NEWTON_RTOL), atol=max(atol, NEWTON_ATOL),
+                              linear_solver=linear)
+    return diffrax.Kvaerno5(root_finder=chord)
+
+
+def _status(sol, field, n) -> Int[Array, ""]:
+    """Why an interval's solve stopped: :data:`OK`, :data:`MAX_STEPS` or :data:`NONFINITE`.
+
+    diffrax says "max steps reached" both when a stiff interval needs more steps and when
+    a field NaN/inf rejects every step until the steps run out; on failure it holds the
+    last accepted state in ``sol.ys``. The interval counts as out of steps (a stiff
+    interval, not a broken field) when the field is finite there and at the points
+    10^-k (1 + ||y||) along it, k = 4..14 (where a solver stuck at a NaN barrier, its step
+    shrunk by each rejection, was trying to go); as :data:`NONFINITE` otherwise. Only
+    computed for a failed interval."""
+
+    def why(_):
+        y = sol.ys[-1]
+        f = field(n, y)
+        unit = f / jnp.maximum(jnp.linalg.norm(f), jnp.finfo(f.dtype).tiny)
+        size = 1.0 + jnp.linalg.norm(y)
+        probes = jax.vmap(lambda s: field(n, y + s * size * unit))(10.0 ** -jnp.arange(4, 15))
+        finite = jnp.all(jnp.isfinite(y)) & jnp.all(jnp.isfinite(f)) & jnp.all(
+            jnp.isfinite(probes))
+        return jnp.where((sol.result == diffrax.RESULTS.max_steps_reached) & finite,
+                         MAX_STEPS, NONFINITE)
+
+    ok = sol.result == diffrax.RESULTS.successful
+    return jax.lax.cond(ok, lambda _: jnp.asarray(OK), why, None)
 
 
 def solve(
@@ -37,14 +99,21 @@ def solve(
     max_steps: int = 1024,
     dtmax=None,
     active_steps: Int[Array, ""] | None = None,
-) -> Float[Array, "num_steps+1 p"]:
+    start: Int[Array, ""] | int = 0,
+    return_status: bool = False,
+):
     """theta~(nh) for n = 0..num_steps: the solution of d theta/dt = field(n, theta) on each
     [nh, (n+1)h], restarted at every nh. An interval the solver cannot finish (a NaN or
-    inf in the field, or more than ``max_steps`` steps) yields NaN from there on.
+    inf in the field, or more than ``max_steps`` steps) yields NaN from there on; the
+    intervals after it are not attempted.
 
-    ``active_steps`` (traced) integrates only the first ``active_steps`` intervals and holds
+    ``active_steps`` (traced) integrates only the intervals n < ``active_steps`` and holds
     the state after them, so one compiled program of length ``num_steps`` serves every
-    shorter run of a sweep (pad and mask, instead of one compilation per h)."""
+    shorter run of a sweep (pad and mask, instead of one compilation per h). ``start``
+    (traced) numbers the first interval: a block of ``num_steps`` intervals from
+    n = ``start`` on (rows 1.. are theta~((start + 1)h), ...). ``return_status=True`` also
+    returns, per interval, :data:`OK`, :data:`MAX_STEPS` or :data:`NONFINITE`
+    (:func:`_status`)."""
     solver = diffrax.Dopri8() if solver is None else solver
     controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=dtmax)
 
@@ -55,18 +124,30 @@ def solve(
             stepsize_controller=controller, max_steps=max_steps,
             saveat=diffrax.SaveAt(t1=True), throw=False,
         )
-        ok = sol.result == diffrax.RESULTS.successful
-        return jnp.where(ok, sol.ys[-1], jnp.nan)
+        status = _status(sol, field, n)
+        return jnp.where(status == OK, sol.ys[-1], jnp.nan), status
+
+    def skip(theta, n):  # a masked interval holds the state; after a failure: NaN, no work
+        return theta, jnp.where(jnp.all(jnp.isfinite(theta)), OK, SKIPPED)
 
     def interval(theta, n):
-        if active_steps is None:
-            nxt = integrate(theta, n)
-        else:
-            nxt = jax.lax.cond(n < active_steps, integrate, lambda th, _: th, theta, n)
-        return nxt, nxt
+        live = jnp.all(jnp.isfinite(theta))
+        if active_steps is not None:
+            live &= n < active_steps
+        nxt, status = jax.lax.cond(live, integrate, skip, theta, n)
+        return nxt, (nxt, status)
 
-    _, ys = jax.lax.scan(interval, theta0, jnp.arange(num_steps))
-    return jnp.concatenate([theta0[None], ys])
+    _, (ys, status) = jax.lax.scan(interval, theta0, start + jnp.arange(num_steps))
+    ys = jnp.concatenate([theta0[None], ys])
+    return (ys, status) if return_status else ys
+
+
+def first_failure(status: Int[Array, " n"]) -> Int[Array, "2"]:
+    """(index, code) of the first interval whose status is :data:`MAX_STEPS` or
+    :data:`NONFINITE`; (-1, :data:`OK`) if none failed."""
+    bad = (status == MAX_STEPS) | (status == NONFINITE)
+    i = jnp.argmax(bad)
+    return jnp.where(bad.any(), jnp.stack([i, status[i]]), jnp.array([-1, OK]))
 
 
 def solve_fixed(field, theta0, h, num_steps, *, substeps=1,
@@ -115,13 +196,18 @@ def solve_fixed(field, theta0, h, num_steps, *, substeps=1,
 
 def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, refine=100.0,
                      substeps: int = 4, method: str = "adaptive", estimate: str = "halving",
-                     tableau: str = "dopri8", **kw):
+                     tableau: str = "dopri8", return_status: bool = False, **kw):
     """The solve, and an estimate of its error max_n ||theta~(nh) - theta~_exact(nh)||_2.
 
     ``method="adaptive"``: Dopri8 under PID control at ``rtol``/``atol``; the estimate is
     the difference from a reference solved at ``refine`` times tighter tolerances and at
     least ``substeps`` steps per interval (tighter tolerances alone often take the same
-    single step and would report a spurious zero).
+    single step and would report a spurious zero). ``method="implicit"``: the same with
+    Kvaerno5 (:func:`implicit_solver`), for stiff intervals (issue 21: Adam at small eps
+    steps by about h/sqrt(eps) in gradient components below sqrt(eps)). Both take
+    ``max_steps`` per interval (default :data:`MAX_STEPS_DEFAULT`); with
+    ``return_status=True`` they also return :func:`first_failure` of the solve (always
+    (-1, OK) for the fixed-step method, whose failures show as non-finite rows).
 
     ``method="fixed"``: one step of ``tableau`` (a key of :data:`TABLEAUS`) per interval
     (:func:`solve_fixed`), with one of two estimates of its error:
@@ -150,10 +236,41 @@ def solve_with_error(field, theta0, h, num_steps, *, rtol=1e-12, atol=1e-14, ref
         fine = solve_fixed(field, theta0, h, num_steps, substeps=2, solver=solver,
                            active_steps=act)
         return ys, jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
-    if method != "adaptive":
-        raise ValueError(f"unknown method {method!r}; use 'adaptive' or 'fixed'")
-    max_steps = kw.pop("max_steps", 4096)  # a stiff interval can need over 1024 steps
-    ys = solve(field, theta0, h, num_steps, rtol=rtol, atol=atol, max_steps=max_steps, **kw)
-    fine = solve(field, theta0, h, num_steps, rtol=rtol / refine, atol=atol / refine,
-                 dtmax=h / substeps, max_steps=max_steps * substeps, **kw)
-    return ys, jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use {', '.join(METHODS)}")
+    ys, fine, status = solve_pair(field, theta0, theta0, h, num_steps, rtol=rtol, atol=atol,
+                                  refine=refine, substeps=substeps, method=method, **kw)
+    err = jnp.max(jnp.linalg.norm(ys - fine, axis=-1))
+    return (ys, err, first_failure(status)) if return_status else (ys, err)
+
+
+def solve_pair(field, theta, theta_ref, h, num_steps, *, rtol=1e-12, atol=1e-14,
+               refine=100.0, substeps: int = 4, method: str = "adaptive",
+               max_steps: int = MAX_STEPS_DEFAULT, active_steps=None, start=0):
+    """The adaptive (``method="adaptive"``: Dopri8) or implicit (``"implicit"``:
+    :func:`implicit_solver`) solve of ``num_steps`` intervals from ``theta`` and its
+    reference from ``theta_ref``, at ``refine`` times tighter tolerances with at least
+    ``substeps`` steps per interval and ``substeps`` times the steps: (ys, reference,
+    status per interval: the solve's, else its reference's). The reference is solved only
+    over the intervals the solve finished (a solve that ran out of steps is not made to
+    wait for a reference that would run out of four times as many). ``start`` and
+    ``active_steps`` as in
+    :func:`solve`: a block of intervals from n = ``start``, whose last rows the caller
+    passes back as ``theta`` and ``theta_ref`` of the next block."""
+    if method == "implicit":
+        solver = implicit_solver(int(theta.size), rtol, atol)
+    elif method == "adaptive":
+        solver = diffrax.Dopri8()
+    else:
+        raise ValueError(f"unknown method {method!r}; use 'adaptive' or 'implicit'")
+    kw = dict(solver=solver, start=start, return_status=True)
+    ys, status = solve(field, theta, h, num_steps, rtol=rtol, atol=atol, max_steps=max_steps,
+                       active_steps=active_steps, **kw)
+    failed = first_failure(status)[0]
+    done = start + jnp.where(failed >= 0, failed, num_steps)
+    if active_steps is not None:
+        done = jnp.minimum(done, active_steps)
+    fine, fine_status = solve(field, theta_ref, h, num_steps, rtol=rtol / refine,
+                              atol=atol / refine, dtmax=h / substeps,
+                              max_steps=max_steps * substeps, active_steps=done, **kw)
+    return ys, fine, jnp.where(status == OK, fine_status, status)

@@ -103,9 +103,12 @@ def first_nonfinite(path: Float[Array, "n ..."]) -> int | None:
 class Point(NamedTuple):
     """One field at one h (for one hyperparameter combination): its error, the measured
     error of its solve, the flags :func:`at_floor` and :func:`outside_expansion`, and how
-    it was solved: ``solver`` ('fixed' or 'adaptive'), ``tableau``, ``estimate`` (how the
-    solver error was measured: 'embedded', 'halving' or 'refined') and
-    ``ode_diverged_at`` (:func:`first_nonfinite` of the modified path)."""
+    it was solved: ``solver`` ('fixed', 'adaptive' or 'implicit'), ``tableau``,
+    ``estimate`` (how the solver error was measured: 'embedded', 'halving' or 'refined'),
+    ``ode_diverged_at`` (:func:`first_nonfinite` of the modified path) and, for an adaptive
+    or implicit solve that could not finish an interval, ``failure``: why ('cause':
+    'max_steps' or 'nonfinite'), at which ``interval``, and a one-line ``message``
+    (bea._convergence._diagnose)."""
 
     error: float
     solver_error: float
@@ -115,6 +118,7 @@ class Point(NamedTuple):
     tableau: str | None
     estimate: str | None
     ode_diverged_at: int | None
+    failure: dict | None = None
 
 
 NAN_POINT = Point(float("nan"), float("nan"), False, False, None, None, None, None)

@@ -34,7 +34,7 @@ VERSION = 2
 
 _SCHEDULE_KEYS = ("histories", "left_out", "distinct_batches")  # in version 1's config
 _PER_FIELD = ("errors", "solver_error", "floor", "outside", "few_steps", "slopes",
-              "local_slopes", "solver", "tableau", "estimate", "ode_diverged_at")
+              "local_slopes", "solver", "tableau", "estimate", "ode_diverged_at", "failure")
 
 
 def _floats(x) -> np.ndarray:
@@ -54,10 +54,12 @@ class FieldResult:
     expansion explains nothing there), ``few_steps`` (N below
     :data:`bea._measure.MIN_STEPS`); ``slope``: the least-squares slope of log err on log h
     over the points carrying none of the flags (NaN with fewer than two); ``local_slopes``:
-    between neighbouring h (one fewer than h); per h the ``solver`` ('fixed' or
-    'adaptive'), its ``tableau``, how its error was measured (``estimate``: 'embedded',
-    'halving' or 'refined') and ``ode_diverged_at`` (the first non-finite row of the
-    modified path, None if finite)."""
+    between neighbouring h (one fewer than h); per h the ``solver`` ('fixed', 'adaptive' or
+    'implicit'), its ``tableau``, how its error was measured (``estimate``: 'embedded',
+    'halving' or 'refined'), ``ode_diverged_at`` (the first non-finite row of the
+    modified path, None if finite) and ``failure`` (None, or why an adaptive or implicit
+    solve stopped: a dict with 'cause' ('max_steps' or 'nonfinite'), 'interval' and the
+    one-line 'message'; None in files written before it was recorded)."""
 
     errors: Float[np.ndarray, " H"]
     solver_error: Float[np.ndarray, " H"]
@@ -70,6 +72,11 @@ class FieldResult:
     tableau: tuple[str | None, ...]
     estimate: tuple[str | None, ...]
     ode_diverged_at: tuple[int | None, ...]
+    failure: tuple[dict | None, ...] = ()
+
+    def __post_init__(self):
+        if len(self.failure) != len(self.errors):  # files written before it was recorded
+            object.__setattr__(self, "failure", (None,) * len(self.errors))
 
     @classmethod
     def from_points(cls, h: Float[np.ndarray, " H"], N: Int[np.ndarray, " H"],
@@ -88,7 +95,8 @@ class FieldResult:
                    solver=tuple(p.solver for p in points),
                    tableau=tuple(p.tableau for p in points),
                    estimate=tuple(p.estimate for p in points),
-                   ode_diverged_at=tuple(p.ode_diverged_at for p in points))
+                   ode_diverged_at=tuple(p.ode_diverged_at for p in points),
+                   failure=tuple(p.failure for p in points))
 
     def mark(self, i: int) -> str:
         """The table's mark of point ``i``: '*' at the floor, '!' outside the expansion,
@@ -134,8 +142,8 @@ class SweepResult:
     step where it did. ``platform`` and ``placement`` say where the sweep ran and why
     (bea._placement). Read-only views per quantity, keyed by field (``errors``,
     ``solver_error``, ``floor``, ``outside``, ``few_steps``, ``slopes``, ``local_slopes``,
-    ``solver``, ``tableau``, ``estimate``, ``ode_diverged_at``), are derived from
-    ``fields``: ``result.errors["order1"] is result.fields["order1"].errors``."""
+    ``solver``, ``tableau``, ``estimate``, ``ode_diverged_at``, ``failure``), are derived
+    from ``fields``: ``result.errors["order1"] is result.fields["order1"].errors``."""
 
     config: dict[str, Any]
     problem: str
@@ -197,6 +205,10 @@ class SweepResult:
     def ode_diverged_at(self) -> dict[str, tuple]:
         return self._per_field("ode_diverged_at")
 
+    @property
+    def failure(self) -> dict[str, tuple]:
+        return self._per_field("failure")
+
     def replace_field(self, kind: str, **changes: Any) -> SweepResult:
         """A copy with ``changes`` made to field ``kind``'s :class:`FieldResult`."""
         fields = dict(self.fields)
@@ -212,6 +224,8 @@ class SweepResult:
                              "schedule": self.schedule.to_dict()}
         for key in _PER_FIELD:
             d[key] = self._per_field("slope" if key == "slopes" else key)
+        if not any(any(f.failure) for f in self.fields.values()):
+            del d["failure"]  # written only where a solve failed (absent: none did)
         d["diverged_at"] = {repr(float(h)): int(n) for h, n in self.diverged_at.items()}
         d.update(seconds=self.seconds, devices=self.devices, platform=self.platform,
                  placement=self.placement)
@@ -251,7 +265,8 @@ class SweepResult:
             slope=np.nan if d["slopes"][k] is None else float(d["slopes"][k]),
             local_slopes=_floats(d["local_slopes"][k]), solver=tuple(d["solver"][k]),
             tableau=tuple(d["tableau"][k]), estimate=tuple(d["estimate"][k]),
-            ode_diverged_at=tuple(d["ode_diverged_at"][k])) for k in d["errors"]}
+            ode_diverged_at=tuple(d["ode_diverged_at"][k]),
+            failure=tuple(d.get("failure", {}).get(k) or ())) for k in d["errors"]}
         return cls(config=config, problem=d["problem"], h=h, N=np.asarray(d["N"], int),
                    fields=fields, schedule=schedule,
                    diverged_at={float(h): int(n) for h, n in d["diverged_at"].items()},
@@ -310,7 +325,9 @@ class SweepResult:
                 e = self.errors[k][i]
                 mark = self.mark(k, i) if np.isfinite(e) else " "
                 shown.add(mark)
-                nan = "diverged" if h in self.diverged_at else "field NaN"
+                why = self.fields[k].failure[i]
+                nan = ("diverged" if h in self.diverged_at else
+                       "max steps" if why and why["cause"] == "max_steps" else "field NaN")
                 errs.append(f"{e:11.3e}{mark}" if np.isfinite(e) else f"{nan:>12}")
             loc = []
             for k in fields:
@@ -332,11 +349,20 @@ class SweepResult:
         for h, step in self.diverged_at.items():
             lines.append(f"h={h:g}: the discrete run diverged (NaN/inf) at step {step}")
         for k in fields:
-            for h, step in zip(self.h, self.ode_diverged_at[k], strict=True):
-                if step is not None and h not in self.diverged_at:
-                    lines.append(f"h={h:g}: the {k} field is NaN/inf from step {step - 1} on "
-                                 "(the discrete run is finite: the field is not defined "
-                                 "there; is the loss smooth enough?)")
+            f = self.fields[k]
+            for i, (h, step) in enumerate(zip(self.h, f.ode_diverged_at, strict=True)):
+                if step is None or h in self.diverged_at:
+                    continue
+                if f.failure[i] is not None:
+                    lines.append(f.failure[i]["message"])
+                elif f.solver[i] == "fixed":
+                    lines.append(f"h={h:g}: the {k} field's fixed-step solve is NaN/inf from "
+                                 f"step {step - 1} on (an explicit step beyond its stability "
+                                 "limit, or a field not defined there): try solver 'auto'")
+                else:  # a file written before failures were recorded
+                    lines.append(f"h={h:g}: the {k} field's solve is NaN/inf from step "
+                                 f"{step - 1} on (the discrete run is finite; this file does "
+                                 "not record whether the solver ran out of steps)")
         return "\n".join(lines)
 
     def title(self) -> str:

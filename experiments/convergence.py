@@ -76,10 +76,16 @@ def parser() -> Parser:
     p.add_argument("--grid", nargs="+", default=None, metavar="NAME=v1,v2",
                    help="sweep every combination of beta/rho/eps values in one vmapped, "
                         "device-sharded program, e.g. --grid beta=0.5,0.9 rho=0.7,0.99")
-    p.add_argument("--solver", choices=["auto", "adaptive", "fixed"], default="auto",
+    p.add_argument("--solver", choices=["auto", "adaptive", "fixed", "implicit"],
+                   default="auto",
                    help="ODE solve per interval: one fixed Dopri5 (else Dopri8) step whose "
-                        "error is measured >= 100x below the error, else adaptive Dopri8 "
-                        "(auto); the JSON records solver, tableau and estimate per h")
+                        "error is measured >= 100x below the error, else adaptive Dopri8, "
+                        "and where that runs out of steps (a stiff interval: small eps) "
+                        "implicit Kvaerno5 (auto); the JSON records solver, tableau, "
+                        "estimate and why a solve failed per h")
+    p.add_argument("--max-steps", type=integer, default=4096,
+                   help="steps an adaptive or implicit solve may take per interval "
+                        "(default 4096)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where the sweep runs: auto takes the host CPU for small sequential "
                         "work and an accelerator for wide or heavy work (docs/sweeps.md)")
@@ -190,8 +196,9 @@ def _main(args, main_process: bool, given: set[str] = frozenset()) -> int:
     config = dict(optimizer=args.optimizer, h=args.h, T=args.T, fields=args.fields,
                   beta=args.beta, rho=args.rho, eps=args.eps, batch_size=args.batch_size,
                   seed=args.seed, engine=args.engine, solver=args.solver, rtol=args.rtol,
-                  atol=args.atol, device=args.device, batching=args.batching,
-                  history=args.history, time_budget=args.time_budget, force=args.force)
+                  atol=args.atol, max_steps=args.max_steps, device=args.device,
+                  batching=args.batching, history=args.history,
+                  time_budget=args.time_budget, force=args.force)
     say = print if main_process else (lambda *a, **k: None)
     try:
         if not 0 <= args.seed < 2**32:
@@ -218,6 +225,11 @@ def _main(args, main_process: bool, given: set[str] = frozenset()) -> int:
         def progress(r):
             if "preflight" in r:  # before solving: stiffness, h*, predicted seconds
                 say(r["summary"], file=sys.stderr, flush=True)
+                return
+            if "intervals" in r:  # a long adaptive or implicit solve, per block of intervals
+                say(f"    h={r['h']:g} {r['field']} ({r['solver']}): {r['intervals']}/{r['N']} "
+                    f"intervals, {r['elapsed']:.0f} s, about {r['remaining']:.0f} s left",
+                    file=sys.stderr, flush=True)
                 return
             errs = ", ".join(f"{k} {v:.3e}" for k, v in r["errors"].items())
             what = f" ({r['combinations']} combinations)" if grid else ""

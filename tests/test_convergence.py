@@ -143,7 +143,8 @@ def test_solve_policy_attempts_in_order():
     """'fixed' tries Dopri5 then Dopri8; 'adaptive' one refined adaptive solve; the policy
     refuses an unknown solver by name. A diverged combination gets the NaN point."""
     assert SolvePolicy("fixed").attempts == (("fixed", "dopri5"), ("fixed", "dopri8"))
-    assert SolvePolicy("auto").attempts[-1] == ("adaptive", None)
+    assert SolvePolicy("auto").attempts[-2:] == (("adaptive", None), ("implicit", "kvaerno5"))
+    assert SolvePolicy("implicit").attempts == (("implicit", "kvaerno5"),)
     p, calls = _measured(SolvePolicy("adaptive"), 0.0)
     assert calls == [("adaptive", None, 1)] and p.estimate == "refined"
     assert (p.solver, p.tableau) == ("adaptive", None) and not p.floor

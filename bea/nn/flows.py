@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -422,10 +423,10 @@ def _append(curves: dict, readings: dict) -> None:
 def record(engine: Engine, state: dict, steps: Sequence[int], curves: dict,
            seconds: float) -> FlowRecord:
     """The :class:`FlowRecord` of a run at ``state`` (its readings so far)."""
-    cfg_rec = dataclasses.asdict(engine.cfg)
+    as_json = lambda d: json.loads(json.dumps(dataclasses.asdict(d)))  # noqa: E731
     err = {k: float(v) for k, v in jax.device_get(state["solver_error"]).items()}
     dmax = {k: float(v) for k, v in jax.device_get(state["max_distance"]).items()}
-    return FlowRecord(config=cfg_rec, spec=dataclasses.asdict(engine.spec),
+    return FlowRecord(config=as_json(engine.cfg), spec=as_json(engine.spec),
                       steps=tuple(int(s) for s in steps),
                       curves={t: {k: tuple(v) for k, v in c.items()} for t, c in curves.items()},
                       solver_error=err, max_distance=dmax, seconds=round(seconds, 3),

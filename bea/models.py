@@ -55,7 +55,8 @@ SMOOTH_MODELS = ("vit", "mlp", "cnn_smooth", "cnn_small_smooth", "resnet_small_s
 """The models whose training loss is C^infinity in the parameters (assumption (3) of the
 paper needs C^4): no ReLU and no max-pool. ``vit`` (GELU, LayerNorm, softmax), ``mlp`` and
 ``cnn_smooth`` (tanh), ``cnn_small_smooth`` and ``resnet_small_smooth`` (GELU, average
-pooling; GroupNorm divides by sqrt(var + 1e-5), smooth). The others use ReLU (and the CNNs
+pooling; GroupNorm divides by sqrt(var + 1e-5), smooth: equinox's clamp max(0, var) is the
+identity since var >= 0). The others use ReLU (and the CNNs
 max-pool): their loss is only piecewise smooth, and the modified flows of ``bea.nn.flows``
 are refused on them without an explicit opt-in."""
 

@@ -339,8 +339,10 @@ def summary_lines(summary: dict) -> list[str]:
             for k, iv in t["slopes"].items():
                 lines.append(f"slope of ||grad E||_1,eps against {summary['key']} ({k}): "
                              f"{iv['estimate']:.4g} [{iv['lo']:.4g}, {iv['hi']:.4g}]")
-        lines.append(f"verdict (K={len(t['seeds'])}): the first-order term {t['verdict']} "
-                     f"Adam's trend" + (f" ({t['why']})" if "why" in t else ""))
+        say = {"cannot tell": "cannot tell whether the first-order term explains Adam's trend"
+               }.get(t["verdict"], f"the first-order term {t['verdict']} Adam's trend")
+        lines.append(f"verdict (K={len(t['seeds'])}, {summary['key']}): {say}"
+                     + (f" ({t['why']})" if "why" in t else ""))
     return lines
 
 

@@ -36,7 +36,7 @@ def test_a_rho_sweep_writes_members_summary_and_a_verdict(tmp_path, capsys):
     assert t["slopes"]["order0"]["estimate"] == 0.0
     assert t["slopes"]["adam"]["lo"] <= t["slopes"]["adam"]["estimate"] <= t["slopes"]["adam"]["hi"]
     assert _read(out / "summary.json")["trend"]["verdict"] == t["verdict"]
-    assert "verdict (K=3)" in capsys.readouterr().out
+    assert "verdict (K=3, rho)" in capsys.readouterr().out
 
 
 def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch):

@@ -43,12 +43,27 @@ __all__ = [
     "ResNet",
     "ViT",
     "MODEL_NAMES",
+    "SMOOTH_MODELS",
+    "ACTIVATIONS",
     "make_model",
     "cast_floating",
 ]
 
 MODEL_NAMES = ("resnet50", "resnet101", "cnn", "vit", "cnn_small", "resnet_small", "mlp",
-               "cnn_smooth")
+               "cnn_smooth", "cnn_small_smooth", "resnet_small_smooth")
+SMOOTH_MODELS = ("vit", "mlp", "cnn_smooth", "cnn_small_smooth", "resnet_small_smooth")
+"""The models whose training loss is C^infinity in the parameters (assumption (3) of the
+paper needs C^4): no ReLU and no max-pool. ``vit`` (GELU, LayerNorm, softmax), ``mlp`` and
+``cnn_smooth`` (tanh), ``cnn_small_smooth`` and ``resnet_small_smooth`` (GELU, average
+pooling; GroupNorm divides by sqrt(var + 1e-5), smooth: equinox's clamp max(0, var) is the
+identity since var >= 0). The others use ReLU (and the CNNs
+max-pool): their loss is only piecewise smooth, and the modified flows of ``bea.nn.flows``
+are refused on them without an explicit opt-in."""
+
+ACTIVATIONS: dict[str, Callable] = {"relu": jax.nn.relu, "gelu": jax.nn.gelu,
+                                    "softplus": jax.nn.softplus, "tanh": jnp.tanh}
+"""The activations the CNN and ResNet take by name (a static field, so that a model is a
+plain pytree of its parameters)."""
 
 
 def _groups(channels: int, max_groups: int) -> int:
@@ -63,12 +78,15 @@ class CNN(eqx.Module):
     """Blocks of [conv3x3, relu, conv3x3, relu, max-pool 2] then dense layers.
 
     The authors' CNN uses widths (32, 64, 128) and one hidden dense layer of 512.
-    No normalisation, so nothing couples examples.
+    No normalisation, so nothing couples examples. ``activation`` (a key of
+    :data:`ACTIVATIONS`) and ``pool`` ('max' or 'avg') give the smooth variant
+    (``cnn_small_smooth``: GELU and 2x2 average pooling, a C^infinity loss).
     """
 
     convs: list
     dense: list
-    pool: eqx.nn.MaxPool2d
+    pool: eqx.Module
+    activation: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -79,7 +97,12 @@ class CNN(eqx.Module):
         hidden: int = 512,
         *,
         key: PRNGKeyArray,
+        activation: str = "relu",
+        pool: str = "max",
     ):
+        if activation not in ACTIVATIONS or pool not in ("max", "avg"):
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} and pool "
+                             f"'max' or 'avg', got {activation!r}, {pool!r}")
         keys = iter(jax.random.split(key, 2 * len(widths) + 2))
         convs, c, size = [], in_channels, image_size
         for w in widths:
@@ -87,7 +110,8 @@ class CNN(eqx.Module):
             convs.append(eqx.nn.Conv2d(w, w, 3, padding=1, key=next(keys)))
             c, size = w, max(size // 2, 1)
         self.convs = convs
-        self.pool = eqx.nn.MaxPool2d(2, 2)
+        self.pool = eqx.nn.MaxPool2d(2, 2) if pool == "max" else eqx.nn.AvgPool2d(2, 2)
+        self.activation = activation
         flat = c * size * size
         self.dense = [
             eqx.nn.Linear(flat, hidden, key=next(keys)),
@@ -95,12 +119,13 @@ class CNN(eqx.Module):
         ]
 
     def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, " k"]:
+        act = ACTIVATIONS[self.activation]
         for i in range(0, len(self.convs), 2):
-            x = jax.nn.relu(self.convs[i](x))
-            x = jax.nn.relu(self.convs[i + 1](x))
+            x = act(self.convs[i](x))
+            x = act(self.convs[i + 1](x))
             if x.shape[-1] >= 2:
                 x = self.pool(x)
-        x = jax.nn.relu(self.dense[0](x.reshape(-1)))
+        x = act(self.dense[0](x.reshape(-1)))
         return self.dense[1](x)
 
 
@@ -180,14 +205,17 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 class ResidualBlock(eqx.Module):
     """conv -> GroupNorm layers, relu between them, with an identity (or 1x1 conv +
     GroupNorm) shortcut and a relu after the sum; the stride sits on the first 3x3
-    convolution. ``kind``: 'basic' or 'bottleneck' (:data:`KERNELS`)."""
+    convolution. ``kind``: 'basic' or 'bottleneck' (:data:`KERNELS`); ``activation`` a key
+    of :data:`ACTIVATIONS` in place of relu."""
 
     convs: list
     norms: list
     shortcut: list
+    activation: str = eqx.field(static=True)
 
     def __init__(self, c_in: int, width: int, stride: int, groups: int, kind: str, *,
-                 key: PRNGKeyArray):
+                 key: PRNGKeyArray, activation: str = "relu"):
+        self.activation = activation
         kernels = KERNELS[kind]
         widths = [width] * (len(kernels) - 1) + [width * EXPANSION[kind]]
         keys = jax.random.split(key, len(kernels) + 1)
@@ -201,13 +229,14 @@ class ResidualBlock(eqx.Module):
         self.shortcut = _shortcut(c_in, c, stride, groups, keys[-1])
 
     def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
         y = x
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             y = norm(conv(y))
             if i < len(self.convs) - 1:
-                y = jax.nn.relu(y)
+                y = act(y)
         s = x if not self.shortcut else self.shortcut[1](self.shortcut[0](x))
-        return jax.nn.relu(y + s)
+        return act(y + s)
 
 
 def _shortcut(c_in: int, c_out: int, stride: int, groups: int, key: PRNGKeyArray) -> list:
@@ -224,12 +253,16 @@ class ResNet(eqx.Module):
 
     ``resnet50``: bottleneck blocks (3, 4, 6, 3) of widths (64, 128, 256, 512);
     ``resnet101``: (3, 4, 23, 3). BatchNorm is replaced by GroupNorm (module docstring).
+    ``activation`` (a key of :data:`ACTIVATIONS`) replaces every relu:
+    ``resnet_small_smooth`` uses GELU; GroupNorm (sqrt(var + 1e-5)) and the mean pool are
+    smooth already, so its loss is C^infinity.
     """
 
     stem: eqx.nn.Conv2d
     stem_norm: eqx.nn.GroupNorm
     blocks: list
     head: eqx.nn.Linear
+    activation: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -242,7 +275,12 @@ class ResNet(eqx.Module):
         groups: int = 32,
         *,
         key: PRNGKeyArray,
+        activation: str = "relu",
     ):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
+                             f"{activation!r}")
+        self.activation = activation
         kstem, khead, kblocks = jax.random.split(key, 3)
         self.stem = eqx.nn.Conv2d(in_channels, stem_width, 3, padding=1, use_bias=False, key=kstem)
         self.stem_norm = eqx.nn.GroupNorm(_groups(stem_width, groups), stem_width)
@@ -251,13 +289,14 @@ class ResNet(eqx.Module):
         for stage, (depth, width) in enumerate(zip(depths, widths, strict=True)):
             for i in range(depth):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(ResidualBlock(c, width, stride, groups, block, key=next(keys)))
+                blocks.append(ResidualBlock(c, width, stride, groups, block, key=next(keys),
+                                            activation=activation))
                 c = width * EXPANSION[block]
         self.blocks = blocks
         self.head = eqx.nn.Linear(c, num_classes, key=khead)
 
     def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, " k"]:
-        x = jax.nn.relu(self.stem_norm(self.stem(x)))
+        x = ACTIVATIONS[self.activation](self.stem_norm(self.stem(x)))
         for b in self.blocks:
             x = b(x)
         return self.head(jnp.mean(x, axis=(1, 2)))
@@ -342,6 +381,13 @@ _BUILDERS: dict[str, Callable[..., eqx.Module]] = {
     # smooth: the sweeps' problems (bea.problems.mlp and bea.problems.cnn), trainable too
     "mlp": lambda c, s, k, key: MLP(c * s * s, 16, k, key=key),
     "cnn_smooth": lambda c, s, k, key: SmoothCNN(c, s, k, (8, 16), 32, key=key),
+    # smooth variants of the CPU-sized ReLU models (same widths, same parameter count):
+    # GELU for relu, 2x2 average pooling for max-pool (Section 7: the theory needs smooth E)
+    "cnn_small_smooth": lambda c, s, k, key: CNN(c, s, k, (8, 16), 32, key=key,
+                                                 activation="gelu", pool="avg"),
+    "resnet_small_smooth": lambda c, s, k, key: ResNet(
+        c, k, "basic", (1, 1), (8, 16), stem_width=8, groups=4, key=key, activation="gelu"
+    ),
 }
 
 

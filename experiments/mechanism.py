@@ -1,0 +1,350 @@
+"""The modified flows beside full-batch Adam on a training network (issue 22):
+``python -m experiments.mechanism --help``.
+
+For every member (sweep value x seed) of a training configuration, ``bea.nn.flows`` runs
+full-batch Adam in float64 and the piecewise flows of the zeroth- and first-order
+full-batch fields (Remarks 3.4, 3.7; ``--flows order0,order1[,order2]``) from the same
+theta(0), and reads along each, every ``--every`` steps: training loss, ||grad E||_{1,eps},
+its excess over P sqrt(eps), test accuracy, and the distance to Adam relative to Adam's
+displacement. Files (each written atomically)::
+
+    OUT/mechanism.json            the command's settings and its members (written first)
+    OUT/MEMBER/flows.json         the member's record (bea.nn.flows.FlowRecord), its
+                                  equal-loss read-outs and how long each flow stays within
+                                  10% of Adam; rewritten after every block
+    OUT/MEMBER/state.npz          the state after the last block (deleted when done)
+    OUT/summary.json              the read-outs of every member; for a rho or beta sweep the
+                                  slopes against rho (beta) for Adam, order1 and order0 with
+                                  intervals over seeds, and the verdict; for an h sweep the
+                                  slope of max_n ||theta~ - theta|| in h per flow
+
+A second call with the same settings skips the members that are done and continues an
+interrupted one from its last block (the numbers are those of an uninterrupted run);
+other settings in the same OUT are refused. ``--horizon T`` runs every member T / h steps
+(the order measurement: h, h/2, h/4 over one horizon). Models outside
+``bea.models.SMOOTH_MODELS`` (ReLU, max-pool) need ``--allow-nonsmooth``. Errors: one line,
+exit status 2, nothing written; SIGINT / SIGTERM: one line, exit 130 / 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+
+from experiments._cli import (
+    Parser,
+    check_out_dir,
+    check_size,
+    fail,
+    integer,
+    interruptible,
+    key_values,
+    number,
+)
+
+PROG = "experiments.mechanism"
+SWEEP_KEYS = ("h", "beta", "rho")
+TOL = 0.1  # "within 10% of Adam's displacement"
+VERDICTS = ("explains", "does not explain", "cannot tell")
+MIN_SEEDS = 3  # the interval over seeds (see interval) needs K >= 3 to have a width
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bea.data import DATASET_NAMES
+    from bea.models import MODEL_NAMES
+    from bea.nn.flows import ERRORS, OPTIMIZERS, TABLEAUS
+
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=MODEL_NAMES, default="cnn_small_smooth")
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="digits")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--train-size", type=integer, default=None,
+                   help="keep the first N training examples")
+    p.add_argument("--test-size", type=integer, default=None)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument("--h", type=number, default=1e-2)
+    p.add_argument("--beta", type=number, default=0.9)
+    p.add_argument("--rho", type=number, default=0.999)
+    p.add_argument("--eps", type=number, default=1e-3)
+    p.add_argument("--max-steps", type=integer, default=100, help="Adam steps per member")
+    p.add_argument("--horizon", type=number, default=None,
+                   help="run every member round(T / h) steps instead of --max-steps")
+    p.add_argument("--flow-steps", type=integer, default=None,
+                   help="the flows' horizon in steps (default: the whole run)")
+    p.add_argument("--every", type=integer, default=10, help="steps per block and read-out")
+    p.add_argument("--flows", default="order0,order1",
+                   help="comma-separated, of order0, order1, order2")
+    p.add_argument("--tableau", choices=list(TABLEAUS), default="dopri5")
+    p.add_argument("--substeps", type=integer, default=1)
+    p.add_argument("--error", choices=ERRORS, default="embedded",
+                   help="solver error: embedded estimates (free) or halving (twin run, 2x)")
+    p.add_argument("--allow-nonsmooth", action="store_true",
+                   help="integrate on a ReLU / max-pool model (the paper's limitation)")
+    p.add_argument("--seed", type=integer, default=0)
+    p.add_argument("--seeds", type=integer, default=1)
+    p.add_argument("--sweep", type=key_values(SWEEP_KEYS), default=None,
+                   help="KEY=V1,V2,... with KEY in h, beta, rho")
+    p.add_argument("--threshold", type=number, default=None,
+                   help="training loss of the equal-loss read-out (default: the largest "
+                        "final loss over every member and trajectory)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _settings(args) -> dict:
+    """The flags that define the results (all but --out, --no-progress, --threshold)."""
+    return {k: v for k, v in vars(args).items()
+            if k not in ("out", "no_progress", "threshold")}
+
+
+def plan(args) -> list[dict]:
+    """One dict per member: name, TrainConfig, FlowSpec; ValueError (one line) for bad
+    input, before anything is built or written."""
+    from bea.nn import flows as F
+    from bea.nn.train import MAX_MEMBERS, TrainConfig, members
+
+    names = tuple(f.strip() for f in args.flows.split(",") if f.strip())
+    configs = 1 if args.sweep is None else len(args.sweep[1])
+    check_size(f"members (--seeds {args.seeds} x {configs} sweep value(s))",
+               args.seeds * configs, MAX_MEMBERS)
+    if args.sweep is not None and args.sweep[0] in ("beta", "rho") and args.seeds < MIN_SEEDS:
+        raise ValueError(f"--seeds {args.seeds} is too few for the interval over seeds of a "
+                         f"{args.sweep[0]} sweep (at least {MIN_SEEDS}: the bootstrap-t "
+                         "interval of 2 values has width 0)")
+    if args.horizon is not None and not (args.horizon > 0 and math.isfinite(args.horizon)):
+        raise ValueError(f"--horizon must be > 0, got {args.horizon}")
+    base = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                       train_size=args.train_size, test_size=args.test_size,
+                       optimizer=args.optimizer, h=args.h, beta=args.beta, rho=args.rho,
+                       eps=args.eps, max_steps=args.max_steps, seed=args.seed,
+                       seeds=args.seeds, dtype="float64", sweep=args.sweep)
+    out = []
+    for m in members(base):
+        steps = args.max_steps
+        if args.horizon is not None:
+            steps = max(1, round(args.horizon / m["h"]))
+        cfg = dataclasses.replace(base, h=m["h"], beta=m["beta"], rho=m["rho"], eps=m["eps"],
+                                  seed=m["seed"], seeds=1, sweep=None, max_steps=steps)
+        spec = F.FlowSpec(flows=names, flow_steps=args.flow_steps, every=args.every,
+                          tableau=args.tableau, substeps=args.substeps, error=args.error,
+                          allow_nonsmooth=args.allow_nonsmooth)
+        F.check(cfg, spec)
+        out.append({"name": m["name"] or "run", "cfg": cfg, "spec": spec,
+                    "x": None if args.sweep is None else m[args.sweep[0]], "seed": m["seed"]})
+    return out
+
+
+@interruptible(PROG, "; every file is whole, and the same command continues from the last "
+                     "block")
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    import bea
+
+    bea.enable_x64()  # before any array exists
+    from bea import io
+    from bea.nn.flows import FlowError
+
+    try:
+        members = plan(args)
+        check_out_dir(args.out)
+        head = os.path.join(args.out, "mechanism.json")
+        want = io.jsonable({"settings": _settings(args),
+                            "members": [m["name"] for m in members]})
+        if os.path.exists(head):
+            have = io.read_json(head)
+            if have != want:
+                diff = [k for k in want["settings"]
+                        if have.get("settings", {}).get(k) != want["settings"][k]]
+                raise ValueError(f"--out {args.out} holds another mechanism run"
+                                 + (f" (--{diff[0].replace('_', '-')} "
+                                    f"{have.get('settings', {}).get(diff[0])!r} there)"
+                                    if diff else ""))
+    except (ValueError, FlowError) as e:
+        fail(PROG, str(e))
+    io.write_json(head, want)
+    records = {}
+    for m in members:
+        records[m["name"]] = _member(m, args)
+    summary = summarize(members, records, args.threshold)
+    io.write_json(os.path.join(args.out, "summary.json"), summary)
+    for line in summary_lines(summary):
+        print(line)
+    return summary
+
+
+def _member(m: dict, args):
+    """Run (or skip, or continue) one member; returns its FlowRecord."""
+    from bea import io
+    from bea.nn import flows as F
+
+    d = os.path.join(args.out, *m["name"].split("/"))
+    path, state_path = os.path.join(d, "flows.json"), os.path.join(d, "state.npz")
+    resume = None
+    if os.path.exists(path):
+        rec = F.FlowRecord.from_json(io.read_json(path)["record"])
+        if rec.done:
+            return rec
+        engine = F.build(m["cfg"], m["spec"])
+        if os.path.exists(state_path):
+            with open(state_path, "rb") as f:
+                state = F.state_from_bytes(engine, f.read())
+            if int(state["n"]) == rec.steps[-1]:
+                resume = (state, rec)
+    else:
+        engine = F.build(m["cfg"], m["spec"])
+    t0 = time.monotonic()
+
+    def save(state, rec):
+        io.write_atomic(state_path, F.state_to_bytes(state))
+        io.write_json(path, member_json(rec, m))
+        if not args.no_progress:
+            print(f"{PROG}: {m['name']}: step {rec.steps[-1]}/{m['cfg'].max_steps} "
+                  f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    rec = F.run(engine, resume=resume, on_block=save)
+    io.write_json(path, member_json(rec, m))
+    if os.path.exists(state_path):
+        os.unlink(state_path)
+    return rec
+
+
+def member_json(rec, m: dict) -> dict:
+    """A member's flows.json: its record and how long each flow stays within TOL."""
+    from bea.nn import flows as F
+
+    within = {f: F.steps_within(rec, f, TOL) for f in rec.spec["flows"]}
+    return {"member": m["name"], "record": rec.to_json(), "within_10pct": within}
+
+
+def summarize(members: list[dict], records: dict, threshold: float | None) -> dict:
+    """The read-outs at equal loss of every member, and per sweep kind the slopes and the
+    verdict (rho / beta) or the order in h (h)."""
+    from bea import fit_slope
+    from bea.nn import flows as F
+
+    if threshold is None:  # the largest final loss: every trajectory reaches it
+        threshold = max(c["train_loss"][-1] for r in records.values()
+                        for c in r.curves.values()) * (1 + 1e-12)
+    out = {"threshold": threshold, "members": {}}
+    for m in members:
+        rec = records[m["name"]]
+        ro = F.readouts(rec, threshold)
+        out["members"][m["name"]] = {
+            "x": m["x"], "seed": m["seed"], "h": m["cfg"].h,
+            "readout": {t: None if r is None else r["interp"]["perturbed_one_norm"]
+                        for t, r in ro.items()},
+            "readout_step": {t: None if r is None else r["step_interp"] for t, r in ro.items()},
+            "max_distance": rec.max_distance, "solver_error": rec.solver_error,
+            "within_10pct": {f: F.steps_within(rec, f, TOL) for f in rec.spec["flows"]},
+            "seconds": rec.seconds}
+    key = None if not members or members[0]["x"] is None else _sweep_key(members)
+    if key == "h":
+        hs = sorted({m["cfg"].h for m in members}, reverse=True)
+        seeds = sorted({m["seed"] for m in members})
+        order = {}
+        for f in members[0]["spec"].flows:
+            per_seed = []
+            for s in seeds:
+                err = [next(records[m["name"]].max_distance[f] for m in members
+                            if m["cfg"].h == h and m["seed"] == s) for h in hs]
+                per_seed.append({"seed": s, "h": hs, "max_distance": err,
+                                 "slope": fit_slope(hs, err)})
+            order[f] = per_seed
+        out["order"] = order
+    elif key in ("rho", "beta"):
+        out["trend"] = trend(members, out["members"], key)
+    out["key"] = key
+    return out
+
+
+def _sweep_key(members):
+    for k in SWEEP_KEYS:
+        if len({getattr(m["cfg"], k) for m in members}) > 1:
+            return k
+    return None
+
+
+def interval(values):
+    """The interval over seeds of a mean: the one place the interval method is called
+    (``bea.nn.stats.bootstrap_mean``; bea.nn.stats is being replaced by a method whose
+    coverage holds at small K)."""
+    from bea.nn import stats
+
+    return stats.bootstrap_mean(values)
+
+
+def trend(members: list[dict], rows: dict, key: str) -> dict:
+    """Per-seed slopes of the equal-loss read-out against ``key`` for Adam, order1 and
+    order0, their intervals over seeds, the paired differences flow - Adam, and the verdict:
+    **explains** (order1 - Adam's interval holds 0 and order0 - Adam's does not),
+    **does not explain** (order1 - Adam's excludes 0), else **cannot tell**."""
+    import numpy as np
+
+    from bea.nn import stats
+
+    xs = sorted({m["x"] for m in members})
+    seeds = sorted({m["seed"] for m in members})
+    trajs = [t for t in ("adam", "order1", "order0")
+             if all(t in rows[m["name"]]["readout"] for m in members)]
+    y = {t: np.full((len(xs), len(seeds)), np.nan) for t in trajs}
+    for m in members:
+        for t in trajs:
+            v = rows[m["name"]]["readout"][t]
+            y[t][xs.index(m["x"]), seeds.index(m["seed"])] = np.nan if v is None else v
+    missing = [t for t in trajs if not np.all(np.isfinite(y[t]))]
+    out = {"x": xs, "seeds": seeds, "readouts": {t: y[t].tolist() for t in trajs}}
+    if missing or "adam" not in trajs or "order1" not in trajs:
+        out["verdict"] = "cannot tell"
+        out["why"] = (f"the read-out is missing for {', '.join(missing)} (the threshold was "
+                      "not reached)" if missing else "needs adam and order1")
+        return out
+    slopes = {t: stats.per_seed_slopes(np.array(xs), y[t]) for t in trajs}
+    out["slopes"] = {t: interval(s)._asdict() for t, s in slopes.items()}
+    diffs = {t: interval(slopes[t] - slopes["adam"]) for t in trajs if t != "adam"}
+    out["differences"] = {t: d._asdict() for t, d in diffs.items()}
+
+    def holds0(iv):
+        return iv.lo <= 0 <= iv.hi
+
+    if not holds0(diffs["order1"]):
+        v = "does not explain"
+    elif "order0" in diffs and not holds0(diffs["order0"]):
+        v = "explains"
+    else:
+        v = "cannot tell"
+    out["verdict"] = v
+    out["K"] = len(seeds)
+    return out
+
+
+def summary_lines(summary: dict) -> list[str]:
+    lines = [f"equal-loss threshold {summary['threshold']:.6g}"]
+    for name, r in summary["members"].items():
+        w = ", ".join(f"{f} within 10% to step {v['steps']} (Adam loss {v['adam_loss']:.4g})"
+                      for f, v in r["within_10pct"].items())
+        md = ", ".join(f"{f} {v:.3g}" for f, v in r["max_distance"].items())
+        lines.append(f"{name}: max ||theta~ - theta|| {md}; {w}")
+    for f, per in summary.get("order", {}).items():
+        lines.append(f"order in h of {f}: slopes " + ", ".join(f"{p['slope']:.2f}"
+                                                             for p in per))
+    t = summary.get("trend")
+    if t is not None:
+        if "slopes" in t:
+            for k, iv in t["slopes"].items():
+                lines.append(f"slope of ||grad E||_1,eps against {summary['key']} ({k}): "
+                             f"{iv['estimate']:.4g} [{iv['lo']:.4g}, {iv['hi']:.4g}]")
+        say = {"cannot tell": "cannot tell whether the first-order term explains Adam's trend"
+               }.get(t["verdict"], f"the first-order term {t['verdict']} Adam's trend")
+        lines.append(f"verdict (K={len(t['seeds'])}, {summary['key']}): {say}"
+                     + (f" ({t['why']})" if "why" in t else ""))
+    return lines
+
+
+if __name__ == "__main__":
+    main()

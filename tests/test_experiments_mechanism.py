@@ -1,0 +1,98 @@
+"""experiments.mechanism, in-process (``main([...])``) on the tiny smooth MLP: files, the
+verdict, resume after an interruption to the same numbers, skipping done members, and the
+one-line refusals."""
+
+import json
+import os
+
+import pytest
+
+from bea.nn import flows as F
+from experiments import mechanism
+
+TINY = ["--model", "mlp", "--train-size", "64", "--test-size", "50", "--h", "1e-2",
+        "--eps", "1e-3", "--max-steps", "4", "--every", "2", "--no-progress"]
+
+
+def _read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_a_rho_sweep_writes_members_summary_and_a_verdict(tmp_path, capsys):
+    out = tmp_path / "rho"
+    summary = mechanism.main(TINY + ["--seeds", "3", "--sweep", "rho=0.9,0.999",
+                                     "--out", str(out)])
+    names = [f"rho={r}/seed={s}" for r in (0.9, 0.999) for s in range(3)]
+    assert _read(out / "mechanism.json")["members"] == names
+    for n in names:
+        member = _read(out / n / "flows.json")
+        assert member["record"]["done"] and member["record"]["steps"] == [0, 2, 4]
+        assert not os.path.exists(out / n / "state.npz")  # no checkpoints left behind
+    t = summary["trend"]
+    assert t["verdict"] in mechanism.VERDICTS and t["K"] == 3
+    # order0 (-g/sqrt(g^2+eps)) does not see rho: its read-outs are equal across rho
+    assert t["readouts"]["order0"][0] == t["readouts"]["order0"][1]
+    assert t["slopes"]["order0"]["estimate"] == 0.0
+    assert t["slopes"]["adam"]["lo"] <= t["slopes"]["adam"]["estimate"] <= t["slopes"]["adam"]["hi"]
+    assert _read(out / "summary.json")["trend"]["verdict"] == t["verdict"]
+    assert "verdict (K=3, rho)" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch):
+    """A SIGINT in the second block (one line, exit 130) leaves the first block saved; the
+    same command continues to the numbers of an uninterrupted run (OUT/run/: one member)."""
+    whole = tmp_path / "whole"
+    mechanism.main(TINY + ["--out", str(whole)])
+    part = tmp_path / "part"
+    real = F.advance
+    calls = []
+
+    def stop_at_second(engine, state):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(engine, state)
+
+    monkeypatch.setattr(F, "advance", stop_at_second)
+    with pytest.raises(SystemExit) as e:
+        mechanism.main(TINY + ["--out", str(part)])
+    assert e.value.code == 130
+    assert not _read(part / "run" / "flows.json")["record"]["done"]
+    assert os.path.exists(part / "run" / "state.npz")
+    monkeypatch.setattr(F, "advance", real)
+    mechanism.main(TINY + ["--out", str(part)])
+    a = _read(whole / "run" / "flows.json")["record"]
+    b = _read(part / "run" / "flows.json")["record"]
+    assert a["curves"] == b["curves"] and a["max_distance"] == b["max_distance"]
+    # a third call skips the done run: the file is not rewritten
+    before = os.stat(part / "run" / "flows.json").st_mtime_ns
+    mechanism.main(TINY + ["--out", str(part)])
+    assert os.stat(part / "run" / "flows.json").st_mtime_ns == before
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--model", "cnn_small"], "not smooth"),
+    (["--flows", "order0,orderX"], "unknown flow 'orderX'"),
+    (["--flow-steps", "6"], "horizon 6"),
+    (["--seeds", "2", "--sweep", "rho=0.9,0.99"], "--seeds 2 is too few"),
+    (["--every", "3"], "every 3"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, extra, match):
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as e:
+        mechanism.main(TINY + extra + ["--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("experiments.mechanism: error:")
+    assert match in err[0]
+    assert not out.exists()
+
+
+def test_another_run_in_the_same_out_is_refused(tmp_path, capsys):
+    out = tmp_path / "r"
+    mechanism.main(TINY + ["--max-steps", "2", "--out", str(out)])
+    with pytest.raises(SystemExit) as e:
+        mechanism.main(TINY + ["--max-steps", "2", "--rho", "0.99", "--out", str(out)])
+    assert e.value.code == 2
+    assert "holds another mechanism run (--rho 0.999 there)" in capsys.readouterr().err

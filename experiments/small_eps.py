@@ -211,6 +211,16 @@ def record_path(out: str, m: Model, eps: float) -> str:
     return os.path.join(out, f"{m.name}_eps{eps:.0e}.json")
 
 
+def kappa_in_use() -> float:
+    """The kappa that ``bea.preflight`` prints h* = kappa / lambda with (read off a check
+    of a tiny sweep: bea's public face does not export the constant)."""
+    import bea
+    from bea.problems import bilinear
+
+    p = bilinear()
+    return bea.preflight(p.loss, p.theta0, p.data, h=[0.1], T=0.8, fields=["order0"]).kappa
+
+
 # --- the rule ------------------------------------------------------------------------------
 
 def fit_kappa(records: list[dict], models=FIT) -> dict:
@@ -258,6 +268,7 @@ def table(records: list[dict]) -> str:
     lines = [f"{'model':<9} {'eps':>6} {'lambda':>9} {'below':>6} {'h*':>10} "
              f"{'h* lambda':>10}  local slopes of order1 (h lambda)"]
     for r in records:
+        r = r | {k: math.nan for k in ("h_star", "h_star_lambda") if r[k] is None}  # JSON null
         share = "-" if r["small_share"] is None else f"{100 * r['small_share']:.0f}%"
         hs = f"{r['kind'] if r['kind'] != '=' else ' '}{r['h_star']:.3g}"
         sl = ", ".join(f"{s:.2f}" for s in r["local_slopes"]["order1"])
@@ -358,8 +369,9 @@ def main(argv: list[str] | None = None) -> dict:
     bea.enable_x64()
     if not args.no_compile_cache:
         enable_compile_cache()
-    from bea._preflight import KAPPA
     from bea.io import jsonable, read_json, write_json
+
+    KAPPA = kappa_in_use()
 
     def log(s: str) -> None:
         print(s, flush=True)

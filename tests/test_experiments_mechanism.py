@@ -36,7 +36,31 @@ def test_a_rho_sweep_writes_members_summary_and_a_verdict(tmp_path, capsys):
     assert t["slopes"]["order0"]["estimate"] == 0.0
     assert t["slopes"]["adam"]["lo"] <= t["slopes"]["adam"]["estimate"] <= t["slopes"]["adam"]["hi"]
     assert _read(out / "summary.json")["trend"]["verdict"] == t["verdict"]
-    assert "verdict (K=3, rho)" in capsys.readouterr().out
+    assert "verdict (K=3, rho, t interval)" in capsys.readouterr().out
+    assert t["interval"] == "t" and len(t["per_seed_slopes"]["adam"]) == 3
+    # --reanalyse recomputes the summary from the flows.json files alone, to the same
+    # numbers, and keeps the run directory's settings (no other flag is needed)
+    os.unlink(out / "summary.json")
+    again = mechanism.main(["--reanalyse", "--out", str(out)])
+    assert again == summary == _read(out / "summary.json")
+
+
+def test_reanalyse_refuses_an_unfinished_member_and_a_plain_directory(tmp_path, capsys):
+    out = tmp_path / "rho"
+    mechanism.main(TINY + ["--seeds", "2", "--sweep", "rho=0.9,0.999", "--out", str(out)])
+    before = _read(out / "summary.json")
+    member = out / "rho=0.999" / "seed=1" / "flows.json"
+    rec = _read(member)
+    rec["record"]["done"] = False
+    member.write_text(json.dumps(rec))
+    for target, match in ((out, "member rho=0.999/seed=1 stopped at step 4"),
+                          (tmp_path, "not a mechanism run directory")):
+        with pytest.raises(SystemExit) as e:
+            mechanism.main(["--reanalyse", "--out", str(target)])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0]
+    assert _read(out / "summary.json") == before  # nothing written
 
 
 def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch):
@@ -75,7 +99,9 @@ def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch)
     (["--model", "cnn_small"], "not smooth"),
     (["--flows", "order0,orderX"], "unknown flow 'orderX'"),
     (["--flow-steps", "6"], "horizon 6"),
-    (["--seeds", "2", "--sweep", "rho=0.9,0.99"], "--seeds 2 is too few"),
+    (["--seeds", "1", "--sweep", "rho=0.9,0.99"], "--seeds 1 is too few for the t interval"),
+    (["--seeds", "4", "--interval", "bootstrap-t", "--sweep", "rho=0.9,0.99"],
+     "--seeds 4 is too few for the bootstrap-t interval"),
     (["--every", "3"], "every 3"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, extra, match):
@@ -96,3 +122,4 @@ def test_another_run_in_the_same_out_is_refused(tmp_path, capsys):
         mechanism.main(TINY + ["--max-steps", "2", "--rho", "0.99", "--out", str(out)])
     assert e.value.code == 2
     assert "holds another mechanism run (--rho 0.999 there)" in capsys.readouterr().err
+

@@ -123,3 +123,43 @@ def test_another_run_in_the_same_out_is_refused(tmp_path, capsys):
     assert e.value.code == 2
     assert "holds another mechanism run (--rho 0.999 there)" in capsys.readouterr().err
 
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ("docs/training.md", "docs/mechanism.md")
+
+
+def _headline_rows(doc):
+    """The rows of the docs' headline mechanism tables: a markdown row whose second cell
+    names a committed run directory `results/mechanism/...`; its cells after that, with
+    the bold and the typographic minus taken off."""
+    rows = {}
+    with open(os.path.join(ROOT, doc)) as f:
+        for line in f:
+            cells = [c.strip().strip("*").replace("\u2212", "-")
+                     for c in line.strip().strip("|").split("|")]
+            if (line.startswith("|") and len(cells) > 2
+                    and cells[1].startswith("`results/mechanism/")):
+                rows[cells[1].strip("`")] = cells[2:]
+    return rows
+
+
+def test_the_docs_headline_mechanism_table_is_recomputed_from_the_committed_files():
+    """Every headline row in docs/training.md and docs/mechanism.md (K, interval, the
+    slopes of Adam, order1, order0, the differences, the verdict) equals the one
+    recomputed from the committed per-seed flows.json files (no integration), and the
+    committed summary.json is that recomputation."""
+    seen = 0
+    for doc in DOCS:
+        rows = _headline_rows(doc)
+        assert rows, f"{doc} has no headline mechanism table"
+        for run, cells in rows.items():
+            members, records = mechanism.load_run(os.path.join(ROOT, run))
+            summary = mechanism.summarize(members, records, None)
+            assert summary["trend"] == _read(os.path.join(ROOT, run, "summary.json"))["trend"]
+            row = mechanism.headline_row(summary)
+            want = [str(row["K"]), row["interval"], *(row[c] for c in
+                                                      mechanism.HEADLINE_COLUMNS),
+                    row["verdict"]]
+            assert cells == want, (doc, run)
+            seen += 1
+    assert seen >= 4  # Figures 3 and 5 in both docs

@@ -20,7 +20,10 @@ displacement. Files (each written atomically)::
 
 A second call with the same settings skips the members that are done and continues an
 interrupted one from its last block (the numbers are those of an uninterrupted run);
-other settings in the same OUT are refused. ``--horizon T`` runs every member T / h steps
+other settings in the same OUT are refused. ``--reanalyse --out OUT`` recomputes
+``summary.json`` from the committed ``flows.json`` files alone (the settings come from
+``OUT/mechanism.json``; ``--threshold`` and ``--interval`` may change, nothing is
+integrated). ``--horizon T`` runs every member T / h steps
 (the order measurement: h, h/2, h/4 over one horizon). Models outside
 ``bea.models.SMOOTH_MODELS`` (ReLU, max-pool) need ``--allow-nonsmooth``. Errors: one line,
 exit status 2, nothing written; SIGINT / SIGTERM: one line, exit 130 / 143.
@@ -50,7 +53,8 @@ PROG = "experiments.mechanism"
 SWEEP_KEYS = ("h", "beta", "rho")
 TOL = 0.1  # "within 10% of Adam's displacement"
 VERDICTS = ("explains", "does not explain", "cannot tell")
-MIN_SEEDS = 3  # the interval over seeds (see interval) needs K >= 3 to have a width
+# analysis-only flags: not part of the settings a run directory is checked against
+ANALYSIS_FLAGS = ("out", "no_progress", "threshold", "interval", "reanalyse")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,15 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=number, default=None,
                    help="training loss of the equal-loss read-out (default: the largest "
                         "final loss over every member and trajectory)")
+    p.add_argument("--interval", choices=stats_methods(), default="t",
+                   help="95%% interval over seeds of the slopes: t (Student-t, K >= 2) or "
+                        "bootstrap-t (K >= 6); bea.nn.stats")
+    p.add_argument("--reanalyse", action="store_true",
+                   help="recompute OUT/summary.json from OUT's flows.json files (the "
+                        "settings are OUT/mechanism.json's; nothing is integrated)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
+def stats_methods() -> tuple[str, ...]:
+    from bea.nn.stats import METHODS
+
+    return METHODS
+
+
+def min_seeds(method: str) -> int:
+    """The fewest seeds the interval ``method`` is used with (``bea.nn.stats.MIN_SEEDS``)."""
+    from bea.nn.stats import MIN_SEEDS
+
+    return MIN_SEEDS[method]
+
+
 def _settings(args) -> dict:
-    """The flags that define the results (all but --out, --no-progress, --threshold)."""
-    return {k: v for k, v in vars(args).items()
-            if k not in ("out", "no_progress", "threshold")}
+    """The flags that define the results (all but ``ANALYSIS_FLAGS``)."""
+    return {k: v for k, v in vars(args).items() if k not in ANALYSIS_FLAGS}
 
 
 def plan(args) -> list[dict]:
@@ -113,10 +135,11 @@ def plan(args) -> list[dict]:
     configs = 1 if args.sweep is None else len(args.sweep[1])
     check_size(f"members (--seeds {args.seeds} x {configs} sweep value(s))",
                args.seeds * configs, MAX_MEMBERS)
-    if args.sweep is not None and args.sweep[0] in ("beta", "rho") and args.seeds < MIN_SEEDS:
-        raise ValueError(f"--seeds {args.seeds} is too few for the interval over seeds of a "
-                         f"{args.sweep[0]} sweep (at least {MIN_SEEDS}: the bootstrap-t "
-                         "interval of 2 values has width 0)")
+    method = getattr(args, "interval", "t")
+    if (args.sweep is not None and args.sweep[0] in ("beta", "rho")
+            and args.seeds < min_seeds(method)):
+        raise ValueError(f"--seeds {args.seeds} is too few for the {method} interval over "
+                         f"seeds of a {args.sweep[0]} sweep (at least {min_seeds(method)})")
     if args.horizon is not None and not (args.horizon > 0 and math.isfinite(args.horizon)):
         raise ValueError(f"--horizon must be > 0, got {args.horizon}")
     base = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
@@ -150,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     from bea import io
     from bea.nn.flows import FlowError
 
+    if args.reanalyse:
+        return reanalyse(args)
     try:
         members = plan(args)
         check_out_dir(args.out)
@@ -171,7 +196,60 @@ def main(argv: list[str] | None = None) -> dict:
     records = {}
     for m in members:
         records[m["name"]] = _member(m, args)
-    summary = summarize(members, records, args.threshold)
+    summary = summarize(members, records, args.threshold, args.interval)
+    io.write_json(os.path.join(args.out, "summary.json"), summary)
+    for line in summary_lines(summary):
+        print(line)
+    return summary
+
+
+def load_run(out: str, method: str = "t") -> tuple[list[dict], dict]:
+    """The members (``plan``) and finished FlowRecords of the mechanism run directory
+    ``out``, from its ``mechanism.json`` and ``flows.json`` files alone; ValueError (one
+    line) for a directory without ``mechanism.json`` or with an unfinished member."""
+    from bea import io
+    from bea.nn import flows as F
+
+    head = os.path.join(out, "mechanism.json")
+    if not os.path.isfile(head):
+        raise ValueError(f"--reanalyse: {head} not found (not a mechanism run directory)")
+    try:
+        have = io.read_json(head)
+        settings = dict(have["settings"])
+        if settings.get("sweep") is not None:
+            key, values = settings["sweep"]
+            settings["sweep"] = (key, tuple(values))
+        members = plan(argparse.Namespace(**settings, interval=method))
+    except (KeyError, TypeError, F.FlowError) as e:
+        raise ValueError(f"--reanalyse: {head}: {e}") from None
+    if [m["name"] for m in members] != have["members"]:
+        raise ValueError(f"--reanalyse: {head} lists other members than its settings give")
+    records = {}
+    for m in members:
+        path = os.path.join(out, *m["name"].split("/"), "flows.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"--reanalyse: member {m['name']} has no flows.json "
+                             "(run the command to finish it)")
+        rec = F.FlowRecord.from_json(io.read_json(path)["record"])
+        if not rec.done:
+            raise ValueError(f"--reanalyse: member {m['name']} stopped at step "
+                             f"{rec.steps[-1]} (run the command to finish it)")
+        records[m["name"]] = rec
+    return members, records
+
+
+def reanalyse(args) -> dict:
+    """``--reanalyse``: the summary of OUT recomputed from its ``flows.json`` files
+    (``load_run``) with today's read-outs and ``--interval``; nothing is integrated.
+    Refused in one line, nothing written: no ``mechanism.json``, a member without a
+    finished ``flows.json``."""
+    from bea import io
+
+    try:
+        members, records = load_run(args.out, args.interval)
+        summary = summarize(members, records, args.threshold, args.interval)
+    except ValueError as e:
+        fail(PROG, str(e))
     io.write_json(os.path.join(args.out, "summary.json"), summary)
     for line in summary_lines(summary):
         print(line)
@@ -222,7 +300,8 @@ def member_json(rec, m: dict) -> dict:
     return {"member": m["name"], "record": rec.to_json(), "within_10pct": within}
 
 
-def summarize(members: list[dict], records: dict, threshold: float | None) -> dict:
+def summarize(members: list[dict], records: dict, threshold: float | None,
+              method: str = "t") -> dict:
     """The read-outs at equal loss of every member, and per sweep kind the slopes and the
     verdict (rho / beta) or the order in h (h)."""
     from bea import fit_slope
@@ -258,7 +337,7 @@ def summarize(members: list[dict], records: dict, threshold: float | None) -> di
             order[f] = per_seed
         out["order"] = order
     elif key in ("rho", "beta"):
-        out["trend"] = trend(members, out["members"], key)
+        out["trend"] = trend(members, out["members"], key, method)
     out["key"] = key
     return out
 
@@ -270,16 +349,16 @@ def _sweep_key(members):
     return None
 
 
-def interval(values):
-    """The interval over seeds of a mean: the one place the interval method is called
-    (``bea.nn.stats.bootstrap_mean``; bea.nn.stats is being replaced by a method whose
-    coverage holds at small K)."""
+def interval(values, method: str = "t"):
+    """The 95% interval over seeds of a mean, the one place the interval method is called:
+    ``bea.nn.stats.mean_interval`` (``"t"``, the Student-t interval, by default; its
+    coverage at K = 3, 8, 16 is simulated in tests/test_nn_stats.py)."""
     from bea.nn import stats
 
-    return stats.bootstrap_mean(values)
+    return stats.mean_interval(values, method)
 
 
-def trend(members: list[dict], rows: dict, key: str) -> dict:
+def trend(members: list[dict], rows: dict, key: str, method: str = "t") -> dict:
     """Per-seed slopes of the equal-loss read-out against ``key`` for Adam, order1 and
     order0, their intervals over seeds, the paired differences flow - Adam, and the verdict:
     **explains** (order1 - Adam's interval holds 0 and order0 - Adam's does not),
@@ -305,9 +384,16 @@ def trend(members: list[dict], rows: dict, key: str) -> dict:
                       "not reached)" if missing else "needs adam and order1")
         return out
     slopes = {t: stats.per_seed_slopes(np.array(xs), y[t]) for t in trajs}
-    out["slopes"] = {t: interval(s)._asdict() for t, s in slopes.items()}
-    diffs = {t: interval(slopes[t] - slopes["adam"]) for t in trajs if t != "adam"}
+    out["per_seed_slopes"] = {t: s.tolist() for t, s in slopes.items()}
+    out["interval"] = method
+    out["slopes"] = {t: interval(s, method)._asdict() for t, s in slopes.items()}
+    diffs = {t: interval(slopes[t] - slopes["adam"], method) for t in trajs if t != "adam"}
     out["differences"] = {t: d._asdict() for t, d in diffs.items()}
+    # two-sided p-values of "the mean is 0" that go with the intervals (for Holm across
+    # figures: bea.nn.stats.holm)
+    out["p_values"] = {t: stats.p_value(s, method) for t, s in slopes.items()}
+    out["p_values"].update({f"{t} - adam": stats.p_value(slopes[t] - slopes["adam"], method)
+                            for t in diffs})
 
     def holds0(iv):
         return iv.lo <= 0 <= iv.hi
@@ -339,11 +425,36 @@ def summary_lines(summary: dict) -> list[str]:
             for k, iv in t["slopes"].items():
                 lines.append(f"slope of ||grad E||_1,eps against {summary['key']} ({k}): "
                              f"{iv['estimate']:.4g} [{iv['lo']:.4g}, {iv['hi']:.4g}]")
+            for k, iv in t["differences"].items():
+                lines.append(f"{k} - adam: {iv['estimate']:.4g} [{iv['lo']:.4g}, "
+                             f"{iv['hi']:.4g}], p = {t['p_values'][k + ' - adam']:.2g}")
         say = {"cannot tell": "cannot tell whether the first-order term explains Adam's trend"
                }.get(t["verdict"], f"the first-order term {t['verdict']} Adam's trend")
-        lines.append(f"verdict (K={len(t['seeds'])}, {summary['key']}): {say}"
+        lines.append(f"verdict (K={len(t['seeds'])}, {summary['key']}, "
+                     f"{t.get('interval', 't')} interval): {say}"
                      + (f" ({t['why']})" if "why" in t else ""))
     return lines
+
+
+HEADLINE_COLUMNS = ("adam", "order1", "order0", "order1 - adam", "order0 - adam")
+"""The cells of a headline row (``headline_row``): the three slopes and the two paired
+differences, each ``estimate [lo, hi]``."""
+
+
+def _cell(iv: dict) -> str:
+    return f"{iv['estimate']:.3g} [{iv['lo']:.3g}, {iv['hi']:.3g}]"
+
+
+def headline_row(summary: dict) -> dict:
+    """The headline of a rho / beta sweep's summary as table cells: K, the interval
+    method, the slope of ||grad E||_{1,eps} at equal loss against the swept value for
+    adam, order1 and order0, the differences flow - adam, the verdict (docs/training.md's
+    table; tests/test_experiments_mechanism.py recomputes it from the committed files)."""
+    t = summary["trend"]
+    cells = {k: _cell(t["slopes"][k]) for k in ("adam", "order1", "order0")}
+    cells.update({f"{k} - adam": _cell(t["differences"][k]) for k in ("order1", "order0")})
+    return {"K": t["K"], "interval": t["interval"], "key": summary["key"],
+            "threshold": f"{summary['threshold']:.4g}", **cells, "verdict": t["verdict"]}
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ def test_small_projection_is_seconds_times_steps_times_runs(small):
     assert by[3]["gpu_hours_at_cap"] == pytest.approx(s * C.CAP_STEPS * 5 * 3 / 3600)
     assert by[4]["runs"] == 30 and by[4]["new_runs"] == 15 and by[4]["reads_runs_of"] == ["fig3"]
     assert by[6]["new_runs"] == 0 and by[6]["gpu_hours"] == 0
-    assert p["total_gpu_hours"] == pytest.approx(s * 200 * 25 * 3 / 3600)
+    # five run sets: four of 5 values, Figure 8's of 8 (rho from 0.9, below beta = 0.97)
+    assert by[8]["runs"] == 8 * 3 and min(C.RUN_SETS["fig8"][4]) < 0.97
+    assert p["total_gpu_hours"] == pytest.approx(s * 200 * 28 * 3 / 3600)
     assert "not a forecast" in printed and "wrote " in printed
 
 

@@ -36,7 +36,31 @@ def test_a_rho_sweep_writes_members_summary_and_a_verdict(tmp_path, capsys):
     assert t["slopes"]["order0"]["estimate"] == 0.0
     assert t["slopes"]["adam"]["lo"] <= t["slopes"]["adam"]["estimate"] <= t["slopes"]["adam"]["hi"]
     assert _read(out / "summary.json")["trend"]["verdict"] == t["verdict"]
-    assert "verdict (K=3, rho)" in capsys.readouterr().out
+    assert "verdict (K=3, rho, t interval)" in capsys.readouterr().out
+    assert t["interval"] == "t" and len(t["per_seed_slopes"]["adam"]) == 3
+    # --reanalyse recomputes the summary from the flows.json files alone, to the same
+    # numbers, and keeps the run directory's settings (no other flag is needed)
+    os.unlink(out / "summary.json")
+    again = mechanism.main(["--reanalyse", "--out", str(out)])
+    assert again == summary == _read(out / "summary.json")
+
+
+def test_reanalyse_refuses_an_unfinished_member_and_a_plain_directory(tmp_path, capsys):
+    out = tmp_path / "rho"
+    mechanism.main(TINY + ["--seeds", "2", "--sweep", "rho=0.9,0.999", "--out", str(out)])
+    before = _read(out / "summary.json")
+    member = out / "rho=0.999" / "seed=1" / "flows.json"
+    rec = _read(member)
+    rec["record"]["done"] = False
+    member.write_text(json.dumps(rec))
+    for target, match in ((out, "member rho=0.999/seed=1 stopped at step 4"),
+                          (tmp_path, "not a mechanism run directory")):
+        with pytest.raises(SystemExit) as e:
+            mechanism.main(["--reanalyse", "--out", str(target)])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0]
+    assert _read(out / "summary.json") == before  # nothing written
 
 
 def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch):
@@ -75,7 +99,9 @@ def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch)
     (["--model", "cnn_small"], "not smooth"),
     (["--flows", "order0,orderX"], "unknown flow 'orderX'"),
     (["--flow-steps", "6"], "horizon 6"),
-    (["--seeds", "2", "--sweep", "rho=0.9,0.99"], "--seeds 2 is too few"),
+    (["--seeds", "1", "--sweep", "rho=0.9,0.99"], "--seeds 1 is too few for the t interval"),
+    (["--seeds", "4", "--interval", "bootstrap-t", "--sweep", "rho=0.9,0.99"],
+     "--seeds 4 is too few for the bootstrap-t interval"),
     (["--every", "3"], "every 3"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, extra, match):
@@ -96,3 +122,44 @@ def test_another_run_in_the_same_out_is_refused(tmp_path, capsys):
         mechanism.main(TINY + ["--max-steps", "2", "--rho", "0.99", "--out", str(out)])
     assert e.value.code == 2
     assert "holds another mechanism run (--rho 0.999 there)" in capsys.readouterr().err
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ("docs/training.md", "docs/mechanism.md")
+
+
+def _headline_rows(doc):
+    """The rows of the docs' headline mechanism tables: a markdown row whose second cell
+    names a committed run directory `results/mechanism/...`; its cells after that, with
+    the bold and the typographic minus taken off."""
+    rows = {}
+    with open(os.path.join(ROOT, doc)) as f:
+        for line in f:
+            cells = [c.strip().strip("*").replace("\u2212", "-")
+                     for c in line.strip().strip("|").split("|")]
+            if (line.startswith("|") and len(cells) > 2
+                    and cells[1].startswith("`results/mechanism/")):
+                rows[cells[1].strip("`")] = cells[2:]
+    return rows
+
+
+def test_the_docs_headline_mechanism_table_is_recomputed_from_the_committed_files():
+    """Every headline row in docs/training.md and docs/mechanism.md (K, interval, the
+    slopes of Adam, order1, order0, the differences, the verdict) equals the one
+    recomputed from the committed per-seed flows.json files (no integration), and the
+    committed summary.json is that recomputation."""
+    seen = 0
+    for doc in DOCS:
+        rows = _headline_rows(doc)
+        assert rows, f"{doc} has no headline mechanism table"
+        for run, cells in rows.items():
+            members, records = mechanism.load_run(os.path.join(ROOT, run))
+            summary = mechanism.summarize(members, records, None)
+            assert summary["trend"] == _read(os.path.join(ROOT, run, "summary.json"))["trend"]
+            row = mechanism.headline_row(summary)
+            want = [str(row["K"]), row["interval"], *(row[c] for c in
+                                                      mechanism.HEADLINE_COLUMNS),
+                    row["verdict"]]
+            assert cells == want, (doc, run)
+            seen += 1
+    assert seen >= 4  # Figures 3 and 5 in both docs

@@ -83,20 +83,23 @@ def test_at_large_eps_the_norm_is_a_two_norm_penalty(eps, regime):
         assert float(m["share_above_sqrt_eps"]) > 0.95
 
 
-def test_an_earlier_history_still_reads_with_the_added_columns_nan(tmp_path):
-    """A history written with the twelve columns of before (no excess, penalty, share)
-    reads through the public reader: its own values, NaN in the columns it lacks; a
-    history with any other header is still refused."""
-    old = H.EARLIER_COLUMNS[0]
+@pytest.mark.parametrize("which", [0, 1])
+def test_an_earlier_history_still_reads_with_the_added_columns_nan(tmp_path, which):
+    """A history written with the twelve columns of before (no excess, penalty, share) or
+    the fifteen (no finite-n c(n)) reads through the public reader: its own values, NaN in
+    the columns it lacks; a history with any other header is still refused."""
+    old = H.EARLIER_COLUMNS[which]
     assert set(H.ADDED_COLUMNS) == {"perturbed_one_norm_excess", "two_norm_penalty",
-                                    "share_above_sqrt_eps"}
+                                    "share_above_sqrt_eps", "correction_coefficient_n",
+                                    "modified_loss_n"}
+    assert H.COLUMNS[-2:] == M.FINITE_N_COLUMNS  # appended at the end
     path = tmp_path / "history.csv"
     lines = [",".join(old)] + [",".join(["0"] + [repr(0.5 + i) for i in range(len(old) - 1)])]
     path.write_text("\n".join(lines) + "\n")
     rows = read_history(str(path))
     assert len(rows) == 1 and tuple(rows[0]) == H.COLUMNS
     assert rows[0]["train_loss"] == 0.5 and rows[0]["modified_loss"] == 0.5 + 10
-    assert all(math.isnan(rows[0][c]) for c in H.ADDED_COLUMNS)
+    assert all(math.isnan(rows[0][c]) for c in H.COLUMNS[len(old):])
     # resuming such a run: its NaN columns are "not logged", not a divergence
     assert T._status(rows, T.TrainConfig()) == "running"
     assert T._status([rows[0] | {"two_norm": math.inf}], T.TrainConfig()) == "diverged"
@@ -104,7 +107,35 @@ def test_an_earlier_history_still_reads_with_the_added_columns_nan(tmp_path):
     H.write_history(str(path), rows)
     again = read_history(str(path))
     assert open(path).readline().strip() == ",".join(H.COLUMNS)
-    assert again[0]["train_loss"] == 0.5 and math.isnan(again[0]["two_norm_penalty"])
+    assert again[0]["train_loss"] == 0.5 and math.isnan(again[0]["modified_loss_n"])
     path.write_text(",".join(old[:-1]) + "\n")
     with pytest.raises(H.HistoryError, match="is not a history file"):
         read_history(str(path))
+
+
+def test_the_history_logs_the_finite_n_coefficient_at_each_step(tmp_path):
+    """A float64 run logs, beside eq. (8)'s large-n c, Remark 3.7's c(n) at the row's step
+    (0 at step 0, between 0 and c after) and E + c(n) ||grad E||_{1,eps}; the large-n
+    pair is unchanged."""
+    import bea
+    from bea._finite_n import correction_coefficient_n
+
+    bea.enable_x64()
+    h, beta, rho = 1e-2, 0.9, 0.999
+    cfg = T.TrainConfig(model="mlp", train_size=40, test_size=8, physical_batch=40,
+                        dtype="float64", max_steps=3, h=h, beta=beta, rho=rho, eps=1e-3)
+    T.run(cfg, str(tmp_path / "run"), progress=False, log=lambda s: None)
+    rows = read_history(str(tmp_path / "run" / "history.csv"))
+    c_large = bea.correction_coefficient(h, beta, rho)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert rows[0]["correction_coefficient_n"] == 0.0
+    assert rows[0]["modified_loss_n"] == rows[0]["train_loss"]
+    for r in rows:
+        c_n = float(correction_coefficient_n(h, beta, rho, r["step"]))
+        assert r["correction_coefficient_n"] == pytest.approx(c_n, rel=1e-14, abs=0)
+        assert r["modified_loss_n"] == pytest.approx(
+            r["train_loss"] + c_n * r["perturbed_one_norm"], rel=1e-14)
+        assert r["correction_coefficient"] == pytest.approx(float(c_large), rel=1e-14)
+    # inside rho's memory c(n) is a small fraction of the large-n c, and grows with n
+    assert c_large < rows[2]["correction_coefficient_n"] < rows[1]["correction_coefficient_n"] < 0
+    assert rows[2]["correction_coefficient_n"] > 0.01 * float(c_large)

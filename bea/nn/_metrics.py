@@ -9,6 +9,17 @@ and rho > beta anti-penalises it. Section 6 tracks this norm of the full-batch g
 during training; we also log the two-norm, the one-norm and the mean and standard
 deviation of |g_i| (as the authors' code does), c and E_tilde.
 
+c is eq. (8)'s large-n limit. A run that stops after a few hundred steps is still inside
+Adam's memory (n (1 - rho) = 0.09 at n = 87, rho = 0.999), where Remark 3.7's finite-n
+coefficient applies:
+
+    c(n) = h/2 ((2 c_beta(n) + 1) - (2 c_rho(n) + 1)) = h (c_beta(n) - c_rho(n))
+
+(``bea._finite_n.correction_coefficient_n``; 0 at n = 0, up to 57x smaller than c at
+n = 87 for Figure 3's rho sweep, tending to c as n grows). ``finite_n_prediction`` gives
+c(n) and E + c(n) ||grad E||_{1,eps} at the step's n, logged in the last two columns
+(``correction_coefficient_n``, ``modified_loss_n``) beside the large-n pair.
+
 The norm's floor and its excess. Every entry contributes at least sqrt(eps), so
 ||g||_{1,eps} >= P sqrt(eps) (P parameters), and what can move is the excess
 
@@ -37,6 +48,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from bea._finite_n import correction_coefficient_n
 from bea._norms import correction_coefficient, one_norm, perturbed_one_norm, two_norm
 
 __all__ = [
@@ -46,7 +58,11 @@ __all__ = [
     "two_norm_penalty",
     "share_above_sqrt_eps",
     "first_order_prediction",
+    "FINITE_N_COLUMNS",
+    "finite_n_prediction",
 ]
+
+FINITE_N_COLUMNS = ("correction_coefficient_n", "modified_loss_n")
 
 GRADIENT_METRICS = (
     "perturbed_one_norm",
@@ -118,3 +134,18 @@ def first_order_prediction(
     """The correction coefficient c and the modified loss E + c ||grad E||_{1,eps} (eq. (8))."""
     c = correction_coefficient(h, beta, rho)
     return {"correction_coefficient": c, "modified_loss": loss + c * pnorm}
+
+
+def finite_n_prediction(
+    loss: Float[Array, ""] | float,
+    pnorm: Float[Array, ""] | float,
+    h: float | Array,
+    beta: float | Array,
+    rho: float | Array,
+    n: int | Array,
+) -> dict[str, Array]:
+    """Remark 3.7's finite-n coefficient c(n) = h (c_beta(n) - c_rho(n)) at step ``n`` and
+    the modified loss E + c(n) ||grad E||_{1,eps} with it (module docstring): the
+    history's ``correction_coefficient_n`` and ``modified_loss_n``."""
+    c = correction_coefficient_n(h, beta, rho, n)
+    return {"correction_coefficient_n": c, "modified_loss_n": loss + c * pnorm}

@@ -44,13 +44,18 @@ COLUMNS = (
     "perturbed_one_norm_excess",
     "two_norm_penalty",
     "share_above_sqrt_eps",
+    "correction_coefficient_n",
+    "modified_loss_n",
 )
-"""A history's columns (``bea.nn._metrics`` defines the gradient ones)."""
+"""A history's columns (``bea.nn._metrics`` defines the gradient ones and the first-order
+predictions: eq. (8)'s large-n c and Remark 3.7's finite-n c(n), each with its modified
+loss)."""
 
-EARLIER_COLUMNS = (COLUMNS[:12],)
-"""The headers older histories were written with (the first twelve columns: before the
+EARLIER_COLUMNS = (COLUMNS[:12], COLUMNS[:15])
+"""The headers older histories were written with: the first twelve columns (before the
 norm's excess over P sqrt(eps), the two-norm penalty and the share above sqrt(eps) were
-logged). They still read: the columns they lack are NaN ("not logged")."""
+logged), then fifteen (before the finite-n c(n) and its modified loss). They still read:
+the columns they lack are NaN ("not logged")."""
 
 ADDED_COLUMNS = COLUMNS[12:]
 """The columns an earlier history lacks (NaN when read)."""

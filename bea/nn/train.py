@@ -88,7 +88,12 @@ from bea.nn._exact import (
     replicate,
     shard_batches,
 )
-from bea.nn._metrics import first_order_prediction, gradient_metrics
+from bea.nn._metrics import (
+    FINITE_N_COLUMNS,
+    finite_n_prediction,
+    first_order_prediction,
+    gradient_metrics,
+)
 from bea.nn._rundir import RunLock
 from bea.nn.readout import first_crossing
 from bea.optimizers import check_hyperparameters
@@ -317,7 +322,8 @@ def make_step(static: PyTree, optimizer: str, n_train: int, n_test: int, members
     g + c(n) H (g / sqrt(g^2 + eps)), one full-batch Hessian-vector product
     (``bea.nn._exact.hvp``) per step on top of the gradient. The logged
     ``correction_coefficient`` and ``modified_loss`` columns stay eq. (8)'s large-n
-    ones for every optimizer."""
+    ones for every optimizer; the run loop adds the finite-n pair
+    ``correction_coefficient_n`` / ``modified_loss_n`` at each row's step."""
 
     def one(params, opt_state, hp, train, test):
         tr = Batches(*train, n_train)
@@ -584,7 +590,11 @@ def _group_run(cfg, specs, dirs, ckpt_dir, data, mesh, *, resume, progress, on_s
         for i, m in enumerate(ms):
             if not was_active[i]:
                 continue
-            row = {"step": step, **{c: float(met[c][i]) for c in hist.COLUMNS if c != "step"}}
+            row = {"step": step, **{c: float(met[c][i]) for c in hist.COLUMNS
+                                    if c != "step" and c not in FINITE_N_COLUMNS}}
+            row.update({c: float(v) for c, v in finite_n_prediction(
+                row["train_loss"], row["perturbed_one_norm"], m.spec["h"], m.spec["beta"],
+                m.spec["rho"], step).items()})
             m.rows.append(row)
             why = "diverged" if not bool(met["finite"][i]) else _status(m.rows, cfg)
             if why != "running":

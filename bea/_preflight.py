@@ -69,6 +69,9 @@ CANDIDATES = 1024  # iterates whose gradients it looks at
 POWER_ITERATIONS = 16  # Jacobian-vector products per sampled iterate
 NO_EPS = ("gd", "heavy_ball", "nesterov")  # registry entries whose update has no eps
 EPS_OUTSIDE = ("adam_eps_outside", "rmsprop_eps_outside", "nadam")  # g / (sqrt(nu) + eps)
+# optax transforms (as a factory's record names them) that divide by sqrt(nu) + eps
+EPS_OUTSIDE_TRANSFORMS = frozenset({"scale_by_adam", "scale_by_belief", "scale_by_amsgrad",
+                                    "scale_by_adamax", "scale_by_radam"})
 
 
 class BudgetError(ValueError):
@@ -303,11 +306,18 @@ def _eps(cfg, problem: Problem, hyper) -> tuple[float | None, float | None]:
     if callable(opt):
         from bea._convergence import _factory_record
 
-        told = _factory_record(opt, problem.unravel(problem.theta0))["hyperparameters"] or {}
+        record = _factory_record(opt, problem.unravel(problem.theta0))
+        told = record["hyperparameters"] or {}
         eps = told.get("eps")
         if not isinstance(eps, int | float) or isinstance(eps, bool) or eps <= 0:
             return None, None
-        return float(eps), 3 * math.sqrt(eps)
+        # where eps sits, from what the factory tells: optax's scale_by_adam (adam, adamw,
+        # nadam, ...) and scale_by_belief divide by sqrt(nu) + eps, so their update is
+        # gradient descent with step h/eps below |g_j| ~ eps; optax.rmsprop says it with
+        # eps_in_sqrt=False; otherwise the paper's sqrt(nu + eps) is assumed
+        outside = bool(EPS_OUTSIDE_TRANSFORMS & set(record.get("transforms") or ())) or (
+            told.get("eps_in_sqrt") is False)
+        return float(eps), 3 * (eps if outside else math.sqrt(eps))
     if opt in NO_EPS:
         return None, None
     eps = float(hyper["eps"])

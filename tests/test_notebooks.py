@@ -24,7 +24,7 @@ from nbclient.exceptions import CellExecutionError
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ("01_modified_equations", "02_implicit_regularisation", "03_training_one_norm",
-            "04_any_optimizer", "05_second_order")
+            "04_any_optimizer", "05_second_order", "06_small_eps")
 TIMEOUT_S = 300  # per cell; the small settings take seconds to a minute per notebook
 
 

@@ -134,3 +134,26 @@ def test_cli_prints_the_check_and_refuses_over_budget(tmp_path, capsys):
     assert e.value.code == 2 and not out.exists()
     assert any(line.startswith("pre-flight (") for line in err)
     assert "error:" in err[-1] and "--force" in err[-1]
+
+
+def test_factory_eps_placement_sets_the_threshold():
+    """optax's Adam divides by sqrt(nu) + eps (eps outside: gradient descent with step h/eps
+    below |g_j| ~ eps), optax.rmsprop by sqrt(nu + eps): the share is counted below 3 eps
+    and 3 sqrt(eps) respectively, read from the factory's record."""
+    import functools
+
+    import optax
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (32, 3))
+    data = {"x": x, "y": 0.3 * x[:, 0]}
+
+    def loss(p, b):
+        return jnp.mean((jnp.tanh(b["x"] @ p["w"]) - b["y"]) ** 2)
+
+    p0 = {"w": jnp.array([0.1, -0.2, 0.3])}
+    adam = bea.preflight(loss, p0, data, optimizer=functools.partial(optax.adam, eps=1e-3),
+                         h=[0.01], T=0.1)
+    rms = bea.preflight(loss, p0, data, optimizer=functools.partial(optax.rmsprop, eps=1e-3),
+                        h=[0.01], T=0.1)
+    assert adam.threshold == pytest.approx(3e-3, rel=1e-12)
+    assert rms.threshold == pytest.approx(3 * 1e-3**0.5, rel=1e-12)

@@ -12,7 +12,8 @@ The public API is what this module exports, plus the documented submodules
 :mod:`bea.optimizers`, :mod:`bea.optimizer_registry`, :mod:`bea.io` (result files),
 :mod:`bea.programs` (the compiled programs a sweep runs), :mod:`bea.bilinear` (Section 5),
 :mod:`bea.models` and :mod:`bea.data` (networks and data sets), :mod:`bea.distributed`
-(several processes) and :mod:`bea.nn` (Section 6's training). :func:`preflight` (with
+(several processes), :mod:`bea.nn` (Section 6's training) and :mod:`bea.mechanism` (the
+modified flows integrated beside a training run: Section 6's mechanism). :func:`preflight` (with
 :class:`Preflight` and :class:`BudgetError`) is the check a sweep runs before solving:
 stiffness, h*, predicted seconds. Modules named ``_name`` are
 implementation: ``experiments/``, ``benchmarks/`` and ``notebooks/`` never import them

@@ -57,7 +57,7 @@ paper needs C^4): no ReLU and no max-pool. ``vit`` (GELU, LayerNorm, softmax), `
 ``cnn_smooth`` (tanh), ``cnn_small_smooth`` and ``resnet_small_smooth`` (GELU, average
 pooling; GroupNorm divides by sqrt(var + 1e-5), smooth: equinox's clamp max(0, var) is the
 identity since var >= 0). The others use ReLU (and the CNNs
-max-pool): their loss is only piecewise smooth, and the modified flows of ``bea.nn.flows``
+max-pool): their loss is only piecewise smooth, and the modified flows of ``bea.mechanism``
 are refused on them without an explicit opt-in."""
 
 ACTIVATIONS: dict[str, Callable] = {"relu": jax.nn.relu, "gelu": jax.nn.gelu,

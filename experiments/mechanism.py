@@ -1,7 +1,7 @@
 """The modified flows beside full-batch Adam on a training network (issue 22):
 ``python -m experiments.mechanism --help``.
 
-For every member (sweep value x seed) of a training configuration, ``bea.nn.flows`` runs
+For every member (sweep value x seed) of a training configuration, ``bea.mechanism`` runs
 full-batch Adam in float64 and the piecewise flows of the zeroth- and first-order
 full-batch fields (Remarks 3.4, 3.7; ``--flows order0,order1[,order2]``) from the same
 theta(0), and reads along each, every ``--every`` steps: training loss, ||grad E||_{1,eps},
@@ -9,7 +9,7 @@ its excess over P sqrt(eps), test accuracy, and the distance to Adam relative to
 displacement. Files (each written atomically)::
 
     OUT/mechanism.json            the command's settings and its members (written first)
-    OUT/MEMBER/flows.json         the member's record (bea.nn.flows.FlowRecord), its
+    OUT/MEMBER/flows.json         the member's record (bea.mechanism.FlowRecord), its
                                   equal-loss read-outs and how long each flow stays within
                                   10% of Adam; rewritten after every block
     OUT/MEMBER/state.npz          the state after the last block (deleted when done)
@@ -59,8 +59,8 @@ ANALYSIS_FLAGS = ("out", "no_progress", "threshold", "interval", "reanalyse")
 
 def build_parser() -> argparse.ArgumentParser:
     from bea.data import DATASET_NAMES
+    from bea.mechanism import ERRORS, OPTIMIZERS, TABLEAUS
     from bea.models import MODEL_NAMES
-    from bea.nn.flows import ERRORS, OPTIMIZERS, TABLEAUS
 
     p = Parser(prog=PROG, description=__doc__.split("\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -128,7 +128,7 @@ def _settings(args) -> dict:
 def plan(args) -> list[dict]:
     """One dict per member: name, TrainConfig, FlowSpec; ValueError (one line) for bad
     input, before anything is built or written."""
-    from bea.nn import flows as F
+    from bea import mechanism as F
     from bea.nn.train import MAX_MEMBERS, TrainConfig, members
 
     names = tuple(f.strip() for f in args.flows.split(",") if f.strip())
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     bea.enable_x64()  # before any array exists
     from bea import io
-    from bea.nn.flows import FlowError
+    from bea.mechanism import FlowError
 
     if args.reanalyse:
         return reanalyse(args)
@@ -208,7 +208,7 @@ def load_run(out: str, method: str = "t") -> tuple[list[dict], dict]:
     ``out``, from its ``mechanism.json`` and ``flows.json`` files alone; ValueError (one
     line) for a directory without ``mechanism.json`` or with an unfinished member."""
     from bea import io
-    from bea.nn import flows as F
+    from bea import mechanism as F
 
     head = os.path.join(out, "mechanism.json")
     if not os.path.isfile(head):
@@ -259,7 +259,7 @@ def reanalyse(args) -> dict:
 def _member(m: dict, args):
     """Run (or skip, or continue) one member; returns its FlowRecord."""
     from bea import io
-    from bea.nn import flows as F
+    from bea import mechanism as F
 
     d = os.path.join(args.out, *m["name"].split("/"))
     path, state_path = os.path.join(d, "flows.json"), os.path.join(d, "state.npz")
@@ -294,7 +294,7 @@ def _member(m: dict, args):
 
 def member_json(rec, m: dict) -> dict:
     """A member's flows.json: its record and how long each flow stays within TOL."""
-    from bea.nn import flows as F
+    from bea import mechanism as F
 
     within = {f: F.steps_within(rec, f, TOL) for f in rec.spec["flows"]}
     return {"member": m["name"], "record": rec.to_json(), "within_10pct": within}
@@ -305,7 +305,7 @@ def summarize(members: list[dict], records: dict, threshold: float | None,
     """The read-outs at equal loss of every member, and per sweep kind the slopes and the
     verdict (rho / beta) or the order in h (h)."""
     from bea import fit_slope
-    from bea.nn import flows as F
+    from bea import mechanism as F
 
     if threshold is None:  # the largest final loss: every trajectory reaches it
         threshold = max(c["train_loss"][-1] for r in records.values()

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bea.nn import flows as F
+from bea import mechanism as F
 from experiments import mechanism
 
 TINY = ["--model", "mlp", "--train-size", "64", "--test-size", "50", "--h", "1e-2",

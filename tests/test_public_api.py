@@ -14,7 +14,7 @@ import bea
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENTED = ("fields", "problems", "optimizers", "optimizer_registry", "io", "programs",
-              "bilinear", "models", "data", "distributed", "nn")
+              "bilinear", "models", "data", "distributed", "nn", "mechanism")
 
 
 def private_uses(source: str) -> list[str]:

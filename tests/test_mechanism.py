@@ -1,4 +1,4 @@
-"""bea.nn.flows: Adam and the modified flows from the same theta(0) on a training network.
+"""bea.mechanism: Adam and the modified flows from the same theta(0) on a training network.
 
 A tiny configuration (the smooth tanh MLP on 64 digits, float64: tests/conftest.py) keeps
 every test to seconds; the compiled block is shared by the tests with the same structure."""
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bea
-from bea.nn import flows as F
+from bea import mechanism as F
 from bea.nn.train import TrainConfig
 
 CFG = TrainConfig(model="mlp", train_size=64, test_size=50, h=1e-2, beta=0.9, rho=0.999,

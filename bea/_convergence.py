@@ -99,6 +99,15 @@ def _number(name: str, x: Any, integer: bool = False) -> float | int:
     return float(x)
 
 
+def _count(name: str, x: Any) -> int:
+    """``x`` as an integer >= 1, or 0 where it is not one (the caller names it)."""
+    try:
+        n = _number(name, x, integer=True)
+    except ValueError:
+        return 0
+    return n if n >= 1 else 0
+
+
 def _is_scalar(x: Any) -> bool:
     """A single value (a Python or numpy scalar, a 0-d array, a string) where a list is
     expected."""
@@ -196,13 +205,10 @@ class SweepConfig:
         if not callable(self.optimizer):
             check_hyperparameters(beta=self.beta, rho=self.rho, eps=self.eps)
         if self.batch_size is not None:
-            given = self.batch_size
-            try:
-                B = _number("batch size", given, integer=True)
-            except ValueError:
-                B = 0
-            if B < 1:
-                raise ValueError(f"batch size must be a positive integer, got {given!r}")
+            B = _count("batch size", self.batch_size)
+            if not B:
+                raise ValueError(f"batch size must be a positive integer, got "
+                                 f"{self.batch_size!r}")
             put("batch_size", B)
         put("seed", _number("seed", self.seed, integer=True))
         for k in ("rtol", "atol"):
@@ -210,13 +216,9 @@ class SweepConfig:
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{k} must be positive and finite, got {getattr(self, k)!r}")
             put(k, v)
-        given = self.max_steps
-        try:
-            ms = _number("max_steps", given, integer=True)
-        except ValueError:
-            ms = 0
-        if ms < 1:
-            raise ValueError(f"max_steps must be an integer >= 1, got {given!r}")
+        ms = _count("max_steps", self.max_steps)
+        if not ms:
+            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
         put("max_steps", ms)
         for k, options in (("solver", SOLVERS), ("device", placement.DEVICES),
                            ("batching", BATCHINGS), ("history", HISTORIES)):

@@ -29,6 +29,7 @@ from bea._norms import (
     grad_perturbed_one_norm,
     one_norm,
     perturbed_one_norm,
+    perturbed_one_norm_excess,
     two_norm,
 )
 from bea._precision import enable_x64
@@ -54,7 +55,8 @@ __all__ = [
     "make_field", "modified_field", "Field", "solve", "enable_x64",
     "adam", "adam_eps_outside", "rmsprop", "rmsprop_eps_outside", "gd", "heavy_ball",
     "trajectory",
-    "perturbed_one_norm", "one_norm", "two_norm", "grad_perturbed_one_norm",
+    "perturbed_one_norm", "perturbed_one_norm_excess", "one_norm", "two_norm",
+    "grad_perturbed_one_norm",
     "correction_coefficient",
     "Problem", "as_problem", "make_problem",
     "fields", "io", "optimizers", "optimizer_registry", "problems", "programs",

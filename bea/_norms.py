@@ -20,6 +20,9 @@ from bea._hvp import hvp
 
 __all__ = [
     "perturbed_one_norm",
+    "perturbed_one_norm_excess",
+    "two_norm_penalty",
+    "share_above_sqrt_eps",
     "one_norm",
     "two_norm",
     "grad_perturbed_one_norm",
@@ -34,6 +37,33 @@ def _leaves(v: PyTree) -> list[Array]:
 def perturbed_one_norm(v: PyTree[Float[Array, "..."]], eps: float | Array) -> Float[Array, ""]:
     """||v||_{1,eps} = sum_i sqrt(v_i^2 + eps) over every entry of the pytree v."""
     return sum(jnp.sum(jnp.sqrt(jnp.square(x) + eps)) for x in _leaves(v))
+
+
+def perturbed_one_norm_excess(
+    g: PyTree[Float[Array, "..."]], eps: float | Array
+) -> Float[Array, ""]:
+    """||g||_{1,eps} - P sqrt(eps) = sum_j g_j^2 / (sqrt(g_j^2 + eps) + sqrt(eps)), P the
+    number of entries: the part of the perturbed one-norm (Section 1, eq. (8)) above its
+    floor, in the cancellation-free form (exact to round-off in float32 even where
+    |g_j| << sqrt(eps) and the direct subtraction keeps no digit)."""
+    r = jnp.sqrt(eps)
+    return sum(jnp.sum(jnp.square(x) / (jnp.sqrt(jnp.square(x) + eps) + r)) for x in _leaves(g))
+
+
+def two_norm_penalty(g: PyTree[Float[Array, "..."]], eps: float | Array) -> Float[Array, ""]:
+    """||g||_2^2 / (2 sqrt(eps)): the excess ||g||_{1,eps} - P sqrt(eps) to leading order
+    where every |g_j| << sqrt(eps) (it is an upper bound of the excess everywhere)."""
+    return sum(jnp.sum(jnp.square(x)) for x in _leaves(g)) / (2 * jnp.sqrt(eps))
+
+
+def share_above_sqrt_eps(
+    g: PyTree[Float[Array, "..."]], eps: float | Array
+) -> Float[Array, ""]:
+    """The share of entries with |g_j| > sqrt(eps): those for which ||g||_{1,eps} acts as
+    a one-norm rather than as a two-norm penalty."""
+    leaves = _leaves(g)
+    count = sum(jnp.sum(jnp.abs(x) > jnp.sqrt(eps)) for x in leaves)
+    return count / sum(x.size for x in leaves)
 
 
 def one_norm(v: PyTree[Float[Array, "..."]]) -> Float[Array, ""]:

@@ -21,8 +21,9 @@ plus round-off (free), or ``halving``, the largest difference from a twin integr
 twice the substeps (a measurement of the global solver error; doubles the cost).
 
 At n = 0, every, 2 every, ... each trajectory is read: training loss E, the perturbed
-one-norm ||grad E||_{1,eps} (``bea.perturbed_one_norm``), its excess over P sqrt(eps) (at
-eps = 1e-3 and small gradients ||g||_{1,eps} ~ P sqrt(eps) + ||g||_2^2 / (2 sqrt(eps)): a
+one-norm ||grad E||_{1,eps} (``bea.perturbed_one_norm``), its excess over P sqrt(eps)
+(``bea.perturbed_one_norm_excess``, cancellation-free; at eps = 1e-3 and small gradients
+||g||_{1,eps} ~ P sqrt(eps) + ||g||_2^2 / (2 sqrt(eps)): a
 two-norm penalty), the test accuracy, and, for the flows, the distance to Adam
 ||theta~(nh) - theta^(n)||_2 and that distance relative to Adam's own displacement,
 ||theta~(nh) - theta^(n)|| / ||theta^(n) - theta^(0)||. The largest distance over every
@@ -55,7 +56,7 @@ import optax
 from jaxtyping import Array, Float
 
 from bea import optimizer_registry as registry
-from bea._norms import perturbed_one_norm
+from bea._norms import perturbed_one_norm, perturbed_one_norm_excess
 from bea.fields import make_field
 from bea.fields.generic import modified_field
 from bea.models import SMOOTH_MODELS
@@ -226,14 +227,14 @@ def _compile(cfg: TrainConfig, spec: FlowSpec, prob, static, data):
     y_test = jnp.asarray(data.y_test)
     w_test = jnp.ones(y_test.shape, jnp.float64)
     solver = TABLEAUS[spec.tableau]()
-    B, m, p = spec.every, spec.substeps, prob.theta0.shape[0]
+    B, m = spec.every, spec.substeps
 
     def read(theta, hp):
         value, g = jax.value_and_grad(E)(theta)
         n1 = perturbed_one_norm(g, hp[3])
         acc = batch_sums(prob.unravel(theta), static, x_test, y_test, w_test)[1]
         return {"train_loss": value, "perturbed_one_norm": n1,
-                "norm_excess": n1 - p * jnp.sqrt(hp[3]),
+                "norm_excess": perturbed_one_norm_excess(g, hp[3]),
                 "test_accuracy": acc / y_test.shape[0]}
 
     def block(state, hp, with_flows: bool):

@@ -49,7 +49,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 from bea._finite_n import correction_coefficient_n
-from bea._norms import correction_coefficient, one_norm, perturbed_one_norm, two_norm
+from bea._norms import (
+    correction_coefficient,
+    one_norm,
+    perturbed_one_norm,
+    perturbed_one_norm_excess,
+    share_above_sqrt_eps,
+    two_norm,
+    two_norm_penalty,
+)
 
 __all__ = [
     "GRADIENT_METRICS",
@@ -76,41 +84,10 @@ GRADIENT_METRICS = (
 )
 
 
-def _leaves(g: PyTree) -> list[Array]:
-    return jax.tree_util.tree_leaves(g)
-
-
-def perturbed_one_norm_excess(
-    g: PyTree[Float[Array, "..."]], eps: float | Array
-) -> Float[Array, ""]:
-    """||g||_{1,eps} - P sqrt(eps) = sum_j g_j^2 / (sqrt(g_j^2 + eps) + sqrt(eps)), P the
-    number of entries: the part of the perturbed one-norm (Section 1, eq. (8)) above its
-    floor, in the cancellation-free form (exact to round-off in float32 even where
-    |g_j| << sqrt(eps) and the direct subtraction keeps no digit)."""
-    r = jnp.sqrt(eps)
-    return sum(jnp.sum(jnp.square(x) / (jnp.sqrt(jnp.square(x) + eps) + r)) for x in _leaves(g))
-
-
-def two_norm_penalty(g: PyTree[Float[Array, "..."]], eps: float | Array) -> Float[Array, ""]:
-    """||g||_2^2 / (2 sqrt(eps)): the excess ||g||_{1,eps} - P sqrt(eps) to leading order
-    where every |g_j| << sqrt(eps) (it is an upper bound of the excess everywhere)."""
-    return sum(jnp.sum(jnp.square(x)) for x in _leaves(g)) / (2 * jnp.sqrt(eps))
-
-
-def share_above_sqrt_eps(
-    g: PyTree[Float[Array, "..."]], eps: float | Array
-) -> Float[Array, ""]:
-    """The share of entries with |g_j| > sqrt(eps): those for which ||g||_{1,eps} acts as
-    a one-norm rather than as a two-norm penalty."""
-    leaves = _leaves(g)
-    count = sum(jnp.sum(jnp.abs(x) > jnp.sqrt(eps)) for x in leaves)
-    return count / sum(x.size for x in leaves)
-
-
 def gradient_metrics(g: PyTree[Float[Array, "..."]], eps: float | Array) -> dict[str, Array]:
     """The norms of the full-batch gradient ``g`` named in ``GRADIENT_METRICS`` (module
     docstring), in ``g``'s dtype."""
-    flat = jnp.concatenate([jnp.abs(x).ravel() for x in _leaves(g)])
+    flat = jnp.concatenate([jnp.abs(x).ravel() for x in jax.tree_util.tree_leaves(g)])
     dtype = flat.dtype
     return {
         "perturbed_one_norm": perturbed_one_norm(g, eps),

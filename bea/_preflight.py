@@ -138,7 +138,7 @@ class Preflight:
                  f"h* = {self.kappa:g}/lambda = {self.h_star:.3g} (docs/small_eps.md)"]
         for h, z, s, k, sec in zip(self.h, self.h_lambda, self.solve, self.steps, self.seconds,
                                    strict=True):
-            how = f"{s} x{k}" if s in ("adaptive", "max_steps") else s
+            how = f"{s} x{_many(k)}" if s in ("adaptive", "max_steps") else s
             lines.append(f"  h={h:g}: h*lambda = {z:.3g}, {how}, ~{_secs(sec)}")
         per = ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in self.eval_seconds.items())
         lines.append(f"  predicted {_secs(self.total_seconds)} (budget {self.time_budget:g} s; "
@@ -153,7 +153,7 @@ class Preflight:
         """The one line of :class:`BudgetError`: the predicted seconds, the h that costs
         most and why, and what would fit."""
         i = int(np.nanargmax(self.seconds))
-        how = (f"{self.steps[i]} adaptive Dopri8 steps per interval"
+        how = (f"{_many(self.steps[i])} adaptive Dopri8 steps per interval"
                if self.solve[i] in ("adaptive", "max_steps") else
                f"{self.solve[i]} at {self.evaluations[i]} field evaluations")
         return (f"the sweep is predicted to take {_secs(self.total_seconds)}, over "
@@ -297,6 +297,12 @@ def _histories(cfg, grouped, N_max) -> dict[str, str]:
     from bea._convergence import _histories
 
     return _histories(cfg, grouped, N_max)
+
+
+def _many(k: int) -> str:
+    """A step count as text: three digits for a huge one (a run that blew up printed a
+    115-digit count)."""
+    return f"{float(k):.3g}" if k >= 10**6 else str(k)
 
 
 def _eps(cfg, problem: Problem, hyper) -> tuple[float | None, float | None]:

@@ -54,7 +54,11 @@ SWEEP_KEYS = ("h", "beta", "rho")
 TOL = 0.1  # "within 10% of Adam's displacement"
 VERDICTS = ("explains", "does not explain", "cannot tell")
 # analysis-only flags: not part of the settings a run directory is checked against
-ANALYSIS_FLAGS = ("out", "no_progress", "threshold", "interval", "reanalyse")
+ANALYSIS_FLAGS = ("out", "no_progress", "threshold", "interval", "reanalyse", "no_preflight")
+SOLVER_TOL = 0.01
+"""A flow whose solver error exceeds this share of its largest distance to Adam is not
+resolved: its member is named, and a rho / beta verdict over it reads "cannot tell"."""
+PREFLIGHT = "preflight.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "settings are OUT/mechanism.json's; nothing is integrated)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the pre-flight check (bea.preflight: lambda, h* = kappa / "
+                        "lambda and the share of |g_j| below the eps scale, at each h)")
     return p
 
 
@@ -193,12 +200,15 @@ def main(argv: list[str] | None = None) -> dict:
     except (ValueError, FlowError) as e:
         fail(PROG, str(e))
     io.write_json(head, want)
+    pre = None if args.no_preflight else preflight(members, args.out)
+    for line in preflight_lines(pre):
+        print(line, flush=True)
     records = {}
     for m in members:
         records[m["name"]] = _member(m, args)
-    summary = summarize(members, records, args.threshold, args.interval)
+    summary = summarize(members, records, args.threshold, args.interval, pre)
     io.write_json(os.path.join(args.out, "summary.json"), summary)
-    for line in summary_lines(summary):
+    for line in summary_lines(summary, preflight=False):  # printed before the run
         print(line)
     return summary
 
@@ -247,7 +257,9 @@ def reanalyse(args) -> dict:
 
     try:
         members, records = load_run(args.out, args.interval)
-        summary = summarize(members, records, args.threshold, args.interval)
+        path = os.path.join(args.out, PREFLIGHT)
+        pre = io.read_json(path)["h"] if os.path.isfile(path) else None
+        summary = summarize(members, records, args.threshold, args.interval, pre)
     except ValueError as e:
         fail(PROG, str(e))
     io.write_json(os.path.join(args.out, "summary.json"), summary)
@@ -292,6 +304,74 @@ def _member(m: dict, args):
     return rec
 
 
+def preflight(members: list[dict], out: str) -> list[dict]:
+    """``bea.preflight`` of the run at each of its h (the first member there, over the
+    flows' horizon): the stiffness lambda of the zeroth-order field along the discrete
+    run, h* = kappa / lambda below which the modified equation's expansion holds
+    (docs/small_eps.md), h lambda, and the share of |g_j| below the eps scale. Read from
+    ``OUT/preflight.json`` when a first call wrote it; nothing is solved."""
+    import bea
+    from bea import io
+    from bea import mechanism as F
+    from bea.nn.train import load_data, problem
+
+    path = os.path.join(out, PREFLIGHT)
+    if os.path.isfile(path):
+        return io.read_json(path)["h"]
+    rows, seen = [], set()
+    for m in members:
+        cfg = m["cfg"]
+        if cfg.h in seen:
+            continue
+        seen.add(cfg.h)
+        steps = F.horizon(cfg, m["spec"])
+        data = load_data(cfg)
+        prob = problem(cfg, cfg.seed, data)
+        hyper = {"rho": cfg.rho, "eps": cfg.eps}
+        if cfg.optimizer == "adam":
+            hyper["beta"] = cfg.beta
+        pf = bea.preflight(prob.loss, prob.theta0, prob.data, name=cfg.model,
+                           optimizer=cfg.optimizer, h=(cfg.h,), T=cfg.h * steps,
+                           fields=("order0",), force=True, **hyper)
+        rows.append({"h": cfg.h, "member": m["name"], "steps": steps,
+                     "stiffness": pf.stiffness, "kappa": pf.kappa, "h_star": pf.h_star,
+                     "h_lambda": pf.h_lambda[0], "threshold": pf.threshold,
+                     "small_share": pf.small_share, "seconds": pf.check_seconds})
+    io.write_json(path, {"h": rows})
+    return rows
+
+
+def preflight_lines(rows: list[dict] | None) -> list[str]:
+    """One line per h: lambda, h*, h lambda against kappa, the share below the eps scale."""
+    lines = []
+    for r in rows or ():
+        inside = r["h_lambda"] <= r["kappa"]
+        share = ("" if r["small_share"] is None else
+                 f"; {100 * r['small_share']:.1f}% of |g_j| below {r['threshold']:.2g}")
+        lines.append(
+            f"pre-flight at h = {r['h']:g} ({r['seconds']:.1f} s): lambda = "
+            f"{r['stiffness']:.3g}, h* = {r['kappa']:g} / lambda = {r['h_star']:.3g}, "
+            f"h lambda = {r['h_lambda']:.3g}{share}: "
+            + ("inside the modified equation's regime" if inside else
+               "OUTSIDE the modified equation's regime (h > h*: order 2 in h is not "
+               "expected; docs/small_eps.md)"))
+    return lines
+
+
+def solver_warnings(members: list[dict], records: dict) -> list[dict]:
+    """The (member, flow) pairs whose solver error exceeds ``SOLVER_TOL`` of the flow's
+    largest distance to Adam: there the distance measures the solver, not the flow."""
+    out = []
+    for m in members:
+        rec = records[m["name"]]
+        for f, err in rec.solver_error.items():
+            d = rec.max_distance[f]
+            if not err <= SOLVER_TOL * d:
+                out.append({"member": m["name"], "flow": f, "solver_error": err,
+                            "max_distance": d, "ratio": err / d if d else math.inf})
+    return out
+
+
 def member_json(rec, m: dict) -> dict:
     """A member's flows.json: its record and how long each flow stays within TOL."""
     from bea import mechanism as F
@@ -301,16 +381,18 @@ def member_json(rec, m: dict) -> dict:
 
 
 def summarize(members: list[dict], records: dict, threshold: float | None,
-              method: str = "t") -> dict:
+              method: str = "t", pre: list[dict] | None = None) -> dict:
     """The read-outs at equal loss of every member, and per sweep kind the slopes and the
-    verdict (rho / beta) or the order in h (h)."""
+    verdict (rho / beta) or the order in h (h); the pre-flight rows ``pre``
+    (:func:`preflight`) and the solver warnings (:func:`solver_warnings`)."""
     from bea import fit_slope
     from bea import mechanism as F
 
     if threshold is None:  # the largest final loss: every trajectory reaches it
         threshold = max(c["train_loss"][-1] for r in records.values()
                         for c in r.curves.values()) * (1 + 1e-12)
-    out = {"threshold": threshold, "members": {}}
+    out = {"threshold": threshold, "members": {}, "preflight": pre,
+           "solver_warnings": solver_warnings(members, records)}
     for m in members:
         rec = records[m["name"]]
         ro = F.readouts(rec, threshold)
@@ -338,6 +420,13 @@ def summarize(members: list[dict], records: dict, threshold: float | None,
         out["order"] = order
     elif key in ("rho", "beta"):
         out["trend"] = trend(members, out["members"], key, method)
+        bad = sorted({w["member"] for w in out["solver_warnings"]})
+        if bad:
+            out["trend"]["verdict_unchecked"] = out["trend"]["verdict"]
+            out["trend"]["verdict"] = "cannot tell"
+            out["trend"]["why"] = (f"the solver error exceeds {SOLVER_TOL:.0%} of a flow's "
+                                   f"distance to Adam in {len(bad)} member(s), e.g. {bad[0]}: "
+                                   "raise --substeps")
     out["key"] = key
     return out
 
@@ -409,13 +498,18 @@ def trend(members: list[dict], rows: dict, key: str, method: str = "t") -> dict:
     return out
 
 
-def summary_lines(summary: dict) -> list[str]:
-    lines = [f"equal-loss threshold {summary['threshold']:.6g}"]
+def summary_lines(summary: dict, preflight: bool = True) -> list[str]:
+    lines = preflight_lines(summary.get("preflight")) if preflight else []
+    lines.append(f"equal-loss threshold {summary['threshold']:.6g}")
     for name, r in summary["members"].items():
         w = ", ".join(f"{f} within 10% to step {v['steps']} (Adam loss {v['adam_loss']:.4g})"
                       for f, v in r["within_10pct"].items())
         md = ", ".join(f"{f} {v:.3g}" for f, v in r["max_distance"].items())
         lines.append(f"{name}: max ||theta~ - theta|| {md}; {w}")
+    for w in summary.get("solver_warnings", ()):
+        lines.append(f"warning: {w['member']}: {w['flow']}'s solver error {w['solver_error']:.2g}"
+                     f" is {w['ratio']:.1%} of its largest distance to Adam "
+                     f"({w['max_distance']:.3g}): not resolved; raise --substeps")
     for f, per in summary.get("order", {}).items():
         lines.append(f"order in h of {f}: slopes " + ", ".join(f"{p['slope']:.2f}"
                                                              for p in per))

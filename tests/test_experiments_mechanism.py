@@ -11,7 +11,7 @@ from bea import mechanism as F
 from experiments import mechanism
 
 TINY = ["--model", "mlp", "--train-size", "64", "--test-size", "50", "--h", "1e-2",
-        "--eps", "1e-3", "--max-steps", "4", "--every", "2", "--no-progress"]
+        "--eps", "1e-3", "--max-steps", "4", "--every", "2", "--no-progress", "--no-preflight"]
 
 
 def _read(path):
@@ -43,6 +43,50 @@ def test_a_rho_sweep_writes_members_summary_and_a_verdict(tmp_path, capsys):
     os.unlink(out / "summary.json")
     again = mechanism.main(["--reanalyse", "--out", str(out)])
     assert again == summary == _read(out / "summary.json")
+
+
+def test_the_preflight_names_h_star_and_is_kept_for_reanalyse(tmp_path, capsys):
+    """At h = 1e-2, eps = 1e-3 the tiny MLP's lambda is ~90: h lambda ~ 0.9 > kappa = 0.19,
+    so the run is named outside the regime; the rows are written once and read back."""
+    out = tmp_path / "pf"
+    argv = [a for a in TINY if a != "--no-preflight"] + ["--out", str(out)]
+    summary = mechanism.main(argv)
+    first = capsys.readouterr().out
+    rows = _read(out / "preflight.json")["h"]
+    assert [r["h"] for r in rows] == [0.01] and rows[0]["member"] == "run"
+    r = rows[0]
+    assert r["stiffness"] > 0 and r["h_star"] == pytest.approx(r["kappa"] / r["stiffness"])
+    assert r["h_lambda"] == pytest.approx(0.01 * r["stiffness"]) and 0 <= r["small_share"] <= 1
+    assert ("OUTSIDE" if r["h_lambda"] > r["kappa"] else "inside") in first
+    assert first.count("pre-flight at h = 0.01") == 1  # before the run, not again after
+    assert summary["preflight"] == rows
+    again = mechanism.main(["--reanalyse", "--out", str(out)])
+    assert again["preflight"] == rows and "pre-flight at h = 0.01" in capsys.readouterr().out
+
+
+def test_an_unresolved_flow_is_named_and_the_verdict_cannot_tell(tmp_path, capsys):
+    """A flow whose solver error is over 1% of its distance to Adam measures the solver:
+    the member is named and a verdict over it is "cannot tell" (the verdict it would have
+    had is kept apart)."""
+    out = tmp_path / "rho"
+    # one Dopri5 step per h = 1e-2 interval leaves order1's error at ~1% of its distance
+    # here (named too); four resolve it
+    before = mechanism.main(TINY + ["--seeds", "2", "--sweep", "rho=0.9,0.999",
+                                    "--substeps", "4", "--out", str(out)])
+    assert before["solver_warnings"] == []
+    path = out / "rho=0.999" / "seed=1" / "flows.json"
+    rec = _read(path)
+    d = rec["record"]["max_distance"]["order1"]
+    rec["record"]["solver_error"]["order1"] = 0.02 * d
+    path.write_text(json.dumps(rec))
+    capsys.readouterr()
+    s = mechanism.main(["--reanalyse", "--out", str(out)])
+    (w,) = s["solver_warnings"]
+    assert (w["member"], w["flow"]) == ("rho=0.999/seed=1", "order1")
+    assert w["ratio"] == pytest.approx(0.02)
+    assert s["trend"]["verdict"] == "cannot tell" and "solver error" in s["trend"]["why"]
+    assert s["trend"]["verdict_unchecked"] == before["trend"]["verdict"]
+    assert "warning: rho=0.999/seed=1: order1's solver error" in capsys.readouterr().out
 
 
 def test_reanalyse_refuses_an_unfinished_member_and_a_plain_directory(tmp_path, capsys):

@@ -332,3 +332,52 @@ def test_holm_adjusts_the_declared_headlines_of_all_figures(tmp_path, capsys):
     assert "figure5.json was written before version 2 (no p-values); redraw it" in err
     err = _err(["--figure", "holm", "--runs", str(tmp_path / "runs")], tmp_path, capsys)
     assert "--figure holm reads OUT's figure JSONs and takes no --runs" in err
+
+
+def _figure_table_rows(doc="docs/training.md"):
+    """The rows of the doc's headline figure table: a markdown row whose second cell names
+    a committed figure JSON `results/figures-cpu/figureN.json`; its cells, with the bold and
+    the typographic minus taken off."""
+    rows = []
+    for line in (ROOT / doc).read_text().splitlines():
+        cells = [c.strip().strip("*").replace("\u2212", "-")
+                 for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 3 and cells[1].startswith(
+                "`results/figures-cpu/"):
+            rows.append(cells)
+    return rows
+
+
+def test_the_docs_figure_table_is_recomputed_from_the_committed_figure_jsons():
+    """docs/training.md's table of the CPU figures' declared headlines (K, slope with its
+    interval, p, Holm-adjusted p over the seven headlines, verdict) equals what the
+    committed figure JSONs' per-seed values give again (experiments.figures.analyse): no
+    number there needs the runs or their checkpoints."""
+    from bea.nn import stats
+
+    rows = _figure_table_rows()
+    assert [(r[0], r[2]) for r in rows] == [("3", "0"), ("4", "0"), ("4", "1"), ("5", "0"),
+                                            ("6", "0"), ("7", "0"), ("8", "0")]
+    heads = []
+    for cells in rows:
+        d = json.loads((ROOT / cells[1].strip("`")).read_text())
+        assert d["figure"] == int(cells[0]) and d["version"] == 2
+        panel = d["panels"][int(cells[2])]
+        (a,) = [a for a in panel["analyses"] if a["headline"]]
+        xs = [c["x"] for c in a["per_config"]]
+        y = np.array([c["values"] for c in a["per_config"]])
+        assert y.shape == (len(xs), a["seeds"]) == (len(panel["x_values"]), len(panel["seeds"]))
+        again = figures.analyse(xs, y, a["expected_sign"], method=a["interval"],
+                                n_boot=d["n_boot"], seed=d["bootstrap_seed"])
+        for k in ("estimate", "lo", "hi"):
+            assert again["slope"][k] == pytest.approx(a["slope"][k], rel=1e-9, abs=1e-12)
+        assert again["p_value"] == pytest.approx(a["p_value"], rel=1e-9)
+        assert again["verdict"] == a["verdict"]
+        assert cells[3].startswith(panel["model"])
+        s = a["slope"]
+        heads.append((cells, a, f"{s['estimate']:.3g} [{s['lo']:.3g}, {s['hi']:.3g}]"))
+    adjusted = stats.holm([a["p_value"] for _, a, _ in heads])
+    for (cells, a, slope), q in zip(heads, adjusted, strict=True):
+        after = a["verdict"] if q < 0.05 else "absent"
+        assert cells[5:] == [str(a["seeds"]), slope, f"{a['p_value']:.2g}", f"{q:.2g}",
+                             a["verdict"], after], cells

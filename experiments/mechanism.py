@@ -330,9 +330,13 @@ def preflight(members: list[dict], out: str) -> list[dict]:
         hyper = {"rho": cfg.rho, "eps": cfg.eps}
         if cfg.optimizer == "adam":
             hyper["beta"] = cfg.beta
-        pf = bea.preflight(prob.loss, prob.theta0, prob.data, name=cfg.model,
-                           optimizer=cfg.optimizer, h=(cfg.h,), T=cfg.h * steps,
-                           fields=("order0",), force=True, **hyper)
+        try:
+            pf = bea.preflight(prob.loss, prob.theta0, prob.data, name=cfg.model,
+                               optimizer=cfg.optimizer, h=(cfg.h,), T=cfg.h * steps,
+                               fields=("order0",), force=True, **hyper)
+        except ValueError as e:  # a diagnosis, never a reason not to run the flows
+            print(f"{PROG}: pre-flight at h = {cfg.h:g} skipped: {e}", file=sys.stderr)
+            continue
         rows.append({"h": cfg.h, "member": m["name"], "steps": steps,
                      "stiffness": pf.stiffness, "kappa": pf.kappa, "h_star": pf.h_star,
                      "h_lambda": pf.h_lambda[0], "threshold": pf.threshold,

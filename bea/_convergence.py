@@ -846,7 +846,8 @@ class _FieldRun:
                  ) -> dict[str, Any]:
         return _diagnose(self.problem, self.batches, self.program.mini, self.kind,
                          float(self.args[3]), interval, code, method,
-                         self.program.max_steps, theta, self.eps[i] if self.eps else None)
+                         self.program.max_steps, theta,
+                         self.eps[i] if self.eps else (None, "unknown"))
 
 
 @jax.jit
@@ -862,12 +863,14 @@ def _broadcast(theta0, rows: int):
 
 def _diagnose(problem: Problem, batches, mini: bool, kind: str, h: float, interval: int,
               code: int, method: str, max_steps: int, theta: np.ndarray,
-              eps: float | None) -> dict[str, Any]:
+              eps: tuple[float | None, str]) -> dict[str, Any]:
     """Why a solve failed at ``interval`` n, from the discrete state theta^(n): for a solve
-    that ran out of steps, the step count, the gradient components below sqrt(eps) at
-    theta^(n) (where Adam-like updates step by about h g / sqrt(eps): gradient descent
-    with step h / sqrt(eps)) and that effective step times the largest curvature there
-    (20 Hessian-vector power iterations), i.e. the stiffness the explicit solver faced;
+    that ran out of steps, the step count, the gradient components below the eps scale
+    s at theta^(n) (``eps`` = (eps, place): s = sqrt(eps) inside the root, eps outside it,
+    ``bea._preflight.eps_scale``; there Adam-like updates step by about h g / s: gradient
+    descent with step h / s; h itself for an update without eps) and that effective step
+    times the largest curvature there (20 Hessian-vector power iterations), i.e. the
+    stiffness the explicit solver faced;
     for a field NaN/inf near theta^(n) (the solver did not run out of steps), that the
     field is not defined (not smooth) there. A dict of JSON values with the ``message``."""
     out: dict[str, Any] = {"cause": "max_steps" if code == MAX_STEPS else "nonfinite",
@@ -894,36 +897,44 @@ def _diagnose(problem: Problem, batches, mini: bool, kind: str, h: float, interv
         if not (lam > 0 and math.isfinite(lam)):
             break
         v = hv / lam
+    eps, place = eps
     out.update(max_steps=int(max_steps), parameters=int(g.size), curvature=lam, eps=eps)
     text = (f"h={h:g}: {where} ran out of steps ({max_steps} per interval) at interval "
             f"n={interval}, a stiff interval, not a non-smooth loss: ")
-    if eps is None:
+    if place == "none":
+        out.update(small_gradients=None, effective_step=h, stiffness=h * lam)
+        text += (f"the update has no eps; h times the largest curvature {lam:.3g} at "
+                 f"theta^(n) is {h * lam:.3g}")
+    elif eps is None:
         out.update(small_gradients=None, effective_step=None)
         text += ("eps is unknown (the optimizer factory does not tell it), so the gradient "
                  f"components below sqrt(eps) at theta^(n) are unknown; the largest curvature "
                  f"there is {lam:.3g}")
     else:
-        small = int(np.sum(np.abs(g) < math.sqrt(eps)))
-        step = h / math.sqrt(eps)
+        from bea._preflight import eps_scale
+
+        s = eps_scale(eps, place)
+        name = "eps" if place == "outside" else "sqrt(eps)"
+        small = int(np.sum(np.abs(g) < s))
+        step = h / s
         out.update(small_gradients=small, effective_step=step, stiffness=step * lam)
-        text += (f"{small} of the {g.size} gradient components are below sqrt(eps) = "
-                 f"{math.sqrt(eps):.3g} at theta^(n), where the update steps by about "
-                 f"h/sqrt(eps) = {step:.3g} times the gradient (x the largest curvature "
+        text += (f"{small} of the {g.size} gradient components are below {name} = "
+                 f"{s:.3g} at theta^(n), where the update steps by about "
+                 f"h/{name} = {step:.3g} times the gradient (x the largest curvature "
                  f"{lam:.3g}: {step * lam:.3g})")
     text += ("; raise max_steps, use solver 'implicit' (auto does where it can), a smaller "
-             "h or a larger eps")
+             "h" + ("" if place == "none" else " or a larger eps"))
     out["message"] = text
     return out
 
 
-def _eps_of(cfg: SweepConfig, combo: dict, problem: Problem) -> float | None:
-    """The eps of a combination: the registry optimizer's, or the one an optimizer factory
-    tells (:func:`_factory_record`: 'eps' among its hyperparameters), else None."""
-    if not callable(cfg.optimizer):
-        return float(combo["eps"])
-    told = _factory_record(cfg.optimizer, problem.unravel(problem.theta0))["hyperparameters"]
-    v = (told or {}).get("eps")
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+def _eps_of(cfg: SweepConfig, combo: dict, problem: Problem) -> tuple[float | None, str]:
+    """(eps, where it sits) of a combination, as the pre-flight reads it
+    (``bea._preflight._eps``: the registry optimizer's, or what a factory tells)."""
+    from bea._preflight import _eps
+
+    eps, _, place = _eps(cfg, problem, combo)
+    return eps, place
 
 
 def _run_on(problem: Problem, cfg: SweepConfig, combos: list[dict], progress,

@@ -118,6 +118,7 @@ class Preflight:
     time_budget: float
     check_seconds: float
     advice: str = ""
+    eps_place: str = "root"  # 'root', 'outside', 'none' (no eps in the update), 'unknown'
 
     @property
     def over_budget(self) -> bool:
@@ -125,10 +126,10 @@ class Preflight:
 
     def summary(self) -> str:
         """A few lines: the gradients below the eps scale, lambda, h* and the predicted cost."""
-        if self.eps is None:
+        if self.eps_place == "none":
+            grads = f"no eps in the update; smallest |g_j| {self.min_grad:.2g}"
+        elif self.eps is None:
             grads = f"eps unknown; smallest |g_j| {self.min_grad:.2g}"
-        elif self.small_share is None:
-            grads = "no eps in the update"
         else:
             grads = (f"{100 * self.small_share:.1f}% of gradient components below "
                      f"{self.threshold:.2g} (eps = {self.eps:.2g}); smallest |g_j| "
@@ -247,7 +248,7 @@ def check(problem: Problem, cfg: Any, hyper: Mapping[str, Any] | None = None,
     cands = np.unique(np.linspace(0, last, size).round().astype(int))
     g = np.asarray(_gradients(loss, jnp.asarray(disc[cands]), batches, jnp.asarray(cands),
                               data, mini))
-    eps, threshold = _eps(cfg, problem, hyper)
+    eps, threshold, place = _eps(cfg, problem, hyper)
     small = None if threshold is None else float(np.mean(np.abs(g) < threshold))
     a = np.where(g == 0, np.inf, np.abs(g)).min(axis=-1)  # exact zeros: dead inputs
     even = np.unique(np.linspace(0, len(cands) - 1, SAMPLES // 2).round().astype(int))
@@ -287,7 +288,7 @@ def check(problem: Problem, cfg: Any, hyper: Mapping[str, Any] | None = None,
         h=tuple(cfg.h), N=tuple(cfg.N), h_lambda=z, solve=solve, steps=steps,
         evaluations=evals, seconds=secs, eval_seconds=eval_seconds, combinations=combinations,
         total_seconds=total, time_budget=float(cfg.time_budget),
-        check_seconds=time.perf_counter() - t0)
+        check_seconds=time.perf_counter() - t0, eps_place=place)
     if pf.over_budget:
         pf = dataclasses.replace(pf, advice=_advice(pf, cfg))
     return dataclasses.replace(pf, check_seconds=time.perf_counter() - t0)
@@ -305,9 +306,18 @@ def _many(k: int) -> str:
     return f"{float(k):.3g}" if k >= 10**6 else str(k)
 
 
-def _eps(cfg, problem: Problem, hyper) -> tuple[float | None, float | None]:
-    """(eps, the |g_j| below which the update is gradient descent with step h/sqrt(eps)):
-    from the registry entry, or from what a factory tells of itself (None: unknown)."""
+def eps_scale(eps: float, place: str) -> float:
+    """The |g_j| below which an update with ``eps`` at ``place`` is gradient descent:
+    sqrt(eps) inside the root (the paper's g / sqrt(nu + eps)), eps outside it
+    (g / (sqrt(nu) + eps)); its step there is h / eps_scale."""
+    return eps if place == "outside" else math.sqrt(eps)
+
+
+def _eps(cfg, problem: Problem, hyper) -> tuple[float | None, float | None, str]:
+    """(eps, the |g_j| below which the update is gradient descent with step h/eps_scale
+    (3 eps_scale), where eps sits: 'root', 'outside', 'none' (no eps in the update:
+    gd, heavy ball, Nesterov) or 'unknown' (a factory that does not tell its eps)):
+    from the registry entry, or from what a factory tells of itself."""
     opt = cfg.optimizer
     if callable(opt):
         from bea._convergence import _factory_record
@@ -316,18 +326,20 @@ def _eps(cfg, problem: Problem, hyper) -> tuple[float | None, float | None]:
         told = record["hyperparameters"] or {}
         eps = told.get("eps")
         if not isinstance(eps, int | float) or isinstance(eps, bool) or eps <= 0:
-            return None, None
+            return None, None, "unknown"
         # where eps sits, from what the factory tells: optax's scale_by_adam (adam, adamw,
         # nadam, ...) and scale_by_belief divide by sqrt(nu) + eps, so their update is
         # gradient descent with step h/eps below |g_j| ~ eps; optax.rmsprop says it with
         # eps_in_sqrt=False; otherwise the paper's sqrt(nu + eps) is assumed
         outside = bool(EPS_OUTSIDE_TRANSFORMS & set(record.get("transforms") or ())) or (
             told.get("eps_in_sqrt") is False)
-        return float(eps), 3 * (eps if outside else math.sqrt(eps))
+        place = "outside" if outside else "root"
+        return float(eps), 3 * eps_scale(eps, place), place
     if opt in NO_EPS:
-        return None, None
+        return None, None, "none"
     eps = float(hyper["eps"])
-    return eps, 3 * (eps if opt in EPS_OUTSIDE else math.sqrt(eps))
+    place = "outside" if opt in EPS_OUTSIDE else "root"
+    return eps, 3 * eps_scale(eps, place), place
 
 
 @partial(jax.jit, static_argnames=("loss", "mini"))
@@ -408,9 +420,12 @@ def _advice(pf: Preflight, cfg: Any) -> str:
     if pf.eps is not None and pf.small_share and not callable(cfg.optimizer):
         z = max(pf.h) * lam
         if z > R:
-            eps = pf.eps * (z / R) ** 2  # lambda ~ 1/sqrt(eps) where |g_j| << sqrt(eps)
+            # lambda ~ 1/eps_scale where |g_j| << eps_scale: 1/sqrt(eps) inside the root,
+            # 1/eps outside it
+            power, scale = (1, "eps") if pf.eps_place == "outside" else (2, "sqrt(eps)")
+            eps = pf.eps * (z / R) ** power
             out.append(f"eps >= {10 ** math.ceil(math.log10(eps)):.0e} (lambda falls as "
-                       "1/sqrt(eps) where gradients sit below sqrt(eps))")
+                       f"1/{scale} where gradients sit below {scale})")
     return "use " + ", or ".join(out) if out else "use a shorter T or fewer h"
 
 

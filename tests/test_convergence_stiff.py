@@ -192,3 +192,29 @@ def test_implicit_refuses_a_field_not_differentiable_at_theta0():
                   beta=0.5, rho=0.7, eps=1e-3, solver="implicit", fields=["order0"])
     assert "solver 'implicit' needs a differentiable field" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def _quad(theta, batch):
+    return 0.5 * (theta[0] ** 2 + 1e4 * theta[1] ** 2)
+
+
+def test_the_diagnosis_follows_where_eps_sits_and_an_update_without_eps():
+    """Gradient descent has no eps: its out-of-steps diagnosis is h times the curvature
+    (here h lambda = 1e-4 x 1e4 = 1), never an eps, and the pre-flight says so. Adam with
+    eps outside the root (g / (sqrt(nu) + eps)) steps by h/eps below |g| ~ eps, not by
+    h/sqrt(eps)."""
+    th = jnp.array([1.0, 1e-3])
+    gd = bea.sweep(_quad, th, None, optimizer="gd", h=[1e-4], T=4e-4, fields=["order1"],
+                   solver="adaptive", max_steps=1, force=True)
+    why = gd.failure["order1"][0]
+    assert why["cause"] == "max_steps" and why["small_gradients"] is None
+    assert why["effective_step"] == 1e-4
+    assert why["stiffness"] == pytest.approx(1.0, rel=1e-6)
+    assert "no eps" in why["message"] and "larger eps" not in why["message"]
+    assert "no eps in the update" in gd.preflight["summary"]
+    out = bea.sweep(_quad, th, None, optimizer="adam_eps_outside", h=[1e-2], T=4e-2,
+                    fields=["order1"], beta=0.5, rho=0.7, eps=1e-2, solver="adaptive",
+                    max_steps=1, force=True)
+    why = out.failure["order1"][0]
+    assert why["effective_step"] == pytest.approx(1e-2 / 1e-2)  # h / eps, not h / sqrt(eps)
+    assert "below eps = 0.01" in why["message"] and "h/eps = 1" in why["message"]

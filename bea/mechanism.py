@@ -213,7 +213,7 @@ def _key(cfg: TrainConfig, spec: FlowSpec) -> tuple:
     (theta(0) is in the state) and, for Adam, not h, beta, rho, eps (traced)."""
     hp = () if cfg.optimizer == "adam" else (cfg.h, cfg.beta, cfg.rho, cfg.eps)
     order2 = horizon(cfg, spec) if "order2" in spec.flows or cfg.optimizer != "adam" else None
-    return (cfg.model, cfg.dataset, cfg.data_dir, cfg.train_size, cfg.test_size,
+    return (cfg.model, cfg.dataset, cfg.data_dir, cfg.train_size, cfg.test_size, cfg.dtype,
             cfg.optimizer, hp, order2, spec.flows, spec.every, spec.tableau, spec.substeps,
             spec.error)
 

@@ -173,17 +173,26 @@ def plan(args) -> list[dict]:
 @interruptible(PROG, "; every file is whole, and the same command continues from the last "
                      "block")
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import bea
 
     bea.enable_x64()  # before any array exists
     from bea import io
+    from bea.data import DataError
     from bea.mechanism import FlowError
+    from bea.nn.train import load_data
 
     if args.reanalyse:
+        extra = sorted(parser.given - set(ANALYSIS_FLAGS))
+        if extra:  # the settings are the run directory's: another flag would be ignored
+            fail(PROG, f"--reanalyse takes its settings from --out's mechanism.json: "
+                       f"--{extra[0].replace('_', '-')} would be ignored (give only --out, "
+                       "--threshold, --interval)")
         return reanalyse(args)
     try:
         members = plan(args)
+        load_data(members[0]["cfg"])  # a bad data flag is refused before anything is written
         check_out_dir(args.out)
         head = os.path.join(args.out, "mechanism.json")
         want = io.jsonable({"settings": _settings(args),
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  + (f" (--{diff[0].replace('_', '-')} "
                                     f"{have.get('settings', {}).get(diff[0])!r} there)"
                                     if diff else ""))
-    except (ValueError, FlowError) as e:
+    except (ValueError, FlowError, DataError) as e:
         fail(PROG, str(e))
     io.write_json(head, want)
     pre = None if args.no_preflight else preflight(members, args.out)

@@ -57,7 +57,7 @@ def test_the_preflight_names_h_star_and_is_kept_for_reanalyse(tmp_path, capsys):
     r = rows[0]
     assert r["stiffness"] > 0 and r["h_star"] == pytest.approx(r["kappa"] / r["stiffness"])
     assert r["h_lambda"] == pytest.approx(0.01 * r["stiffness"]) and 0 <= r["small_share"] <= 1
-    assert ("OUTSIDE" if r["h_lambda"] > r["kappa"] else "inside") in first
+    assert r["h_lambda"] > r["kappa"] and "OUTSIDE" in first
     assert first.count("pre-flight at h = 0.01") == 1  # before the run, not again after
     assert summary["preflight"] == rows
     again = mechanism.main(["--reanalyse", "--out", str(out)])
@@ -97,10 +97,12 @@ def test_reanalyse_refuses_an_unfinished_member_and_a_plain_directory(tmp_path, 
     rec = _read(member)
     rec["record"]["done"] = False
     member.write_text(json.dumps(rec))
-    for target, match in ((out, "member rho=0.999/seed=1 stopped at step 4"),
-                          (tmp_path, "not a mechanism run directory")):
+    for target, extra, match in (
+            (out, [], "member rho=0.999/seed=1 stopped at step 4"),
+            (tmp_path, [], "not a mechanism run directory"),
+            (out, ["--h", "1e-3"], "--h would be ignored")):
         with pytest.raises(SystemExit) as e:
-            mechanism.main(["--reanalyse", "--out", str(target)])
+            mechanism.main(["--reanalyse", "--out", str(target), *extra])
         assert e.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0]
@@ -147,6 +149,7 @@ def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch)
     (["--seeds", "4", "--interval", "bootstrap-t", "--sweep", "rho=0.9,0.99"],
      "--seeds 4 is too few for the bootstrap-t interval"),
     (["--every", "3"], "every 3"),
+    (["--train-size", "100000"], "--train-size 100000 exceeds"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, extra, match):
     out = tmp_path / "bad"

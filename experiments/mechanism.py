@@ -454,7 +454,7 @@ def _sweep_key(members):
 def interval(values, method: str = "t"):
     """The 95% interval over seeds of a mean, the one place the interval method is called:
     ``bea.nn.stats.mean_interval`` (``"t"``, the Student-t interval, by default; its
-    coverage at K = 3, 8, 16 is simulated in tests/test_nn_stats.py)."""
+    coverage at K = 2, 3, 8, 16 is simulated in tests/test_nn_stats.py)."""
     from bea.nn import stats
 
     return stats.mean_interval(values, method)

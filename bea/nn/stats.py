@@ -14,12 +14,12 @@ Two interval methods (``METHODS``), each with the fewest seeds it is used with
 * ``"t"`` (the default): the Student-t interval mean +- t_{K-1, (1+level)/2} sd / sqrt K
   and its two-sided p-value 2 P(T_{K-1} > |mean| / (sd / sqrt K)). Exact for normal
   values at every K >= 2. Measured coverage of the 95% interval over 4000 synthetic
-  data sets (Monte-Carlo standard error 0.0034; tests/test_nn_stats.py): normal 0.95 at
-  K = 3, 8, 16; Student-t(3) noise (heavy tails) 0.96; per-seed slopes over five
-  configurations 0.95-0.96 for normal, t(3) and lognormal(0.8) noise (a slope averages
-  five values, which removes most skew); a per-configuration mean of lognormal(0.5)
-  values (skewness 1.8) 0.92-0.93, of lognormal(0.8) values (skewness 3.7) 0.88-0.89:
-  strong skew at small K is where no method holds its level.
+  data sets at K = 2, 3, 8, 16 (Monte-Carlo standard error 0.0034; asserted within 4 of
+  them in tests/test_nn_stats.py): normal 0.940-0.951; Student-t(3) noise (heavy
+  tails) 0.954-0.963; per-seed slopes over five configurations under lognormal(0.8)
+  noise 0.951-0.961 (a slope averages five values, which removes most skew); a
+  per-configuration mean of lognormal(0.8) values (skewness 3.7) 0.87-0.91: strong skew
+  at small K is where no method holds its level.
 * ``"bootstrap-t"``: resample the K values, t* = (mean* - mean) / (sd* / sqrt K),
   interval mean - q(t*) sd / sqrt K, p-value P(|t*| >= |t|). At K = 3 only 10 distinct
   resamples have a spread: the measured coverage is 0.83 and one interval in 400 was

@@ -274,7 +274,13 @@ def check(problem: Problem, cfg: Any, hyper: Mapping[str, Any] | None = None,
     rows = []
     for h, N in zip(cfg.h, cfg.N, strict=True):
         z = h * lam
-        solve, steps, evals = solve_cost(z, N, cfg.solver, max_steps)
+        if not ok.all():
+            # the discrete run at the finest h diverges (a coarser one, as a rule, sooner):
+            # the sweep solves no field along a diverged run, so it costs nothing; lambda
+            # there is that of a run blowing up, not of a solve
+            solve, steps, evals = "diverged", 0, 0
+        else:
+            solve, steps, evals = solve_cost(z, N, cfg.solver, max_steps)
         evals_all = evals * len(cfg.fields)
         secs = (math.nan if evals < 0 else
                 combinations * evals * float(np.mean(list(eval_seconds.values()))))

@@ -115,8 +115,7 @@ def test_default_sweep_writes_schema(tmp_path):
 
 def test_divergence_is_reported_with_its_step(tmp_path):
     out = tmp_path / "div"
-    r = run("--optimizer", "gd", "--h", "0.2", "0.1", "--T", "4", "--force",
-            "--out", str(out))  # --force: the budget is timed, so load-dependent here
+    r = run("--optimizer", "gd", "--h", "0.2", "0.1", "--T", "4", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "diverged" in r.stdout and "at step" in r.stdout
     res = json.loads((out / "convergence.json").read_text())

@@ -64,9 +64,11 @@ def test_save_and_load_round_trip(res, tmp_path):
 def test_nan_is_written_as_null(tmp_path):
     """A diverged run (gd at h = 0.2 on the stiff bilinear model) is NaN in memory, null in
     the JSON, 'diverged' in the table, and reported with its step."""
-    # force: the pre-flight predicts ~200-330 s (from a timed evaluation, so with the load)
-    # for the blown-up h = 0.1 run; the budget is not what this test checks
-    r = run_sweep(PROB, optimizer="gd", h=[0.2, 0.1], T=4.0, fields=["order1"], force=True)
+    # the pre-flight charges nothing for a diverged run (it once priced the blown-up
+    # discrete run's lambda ~ 1e115 at 200-330 s and refused this 0.3 s sweep)
+    r = run_sweep(PROB, optimizer="gd", h=[0.2, 0.1], T=4.0, fields=["order1"])
+    assert r.preflight["solve"] == ["diverged", "diverged"]
+    assert r.preflight["total_seconds"] == 0
     assert np.isnan(r.errors["order1"][0]) and 0.2 in r.diverged_at
     r.save(str(tmp_path))
     doc = json.loads((tmp_path / "convergence.json").read_text())

@@ -53,7 +53,7 @@ def implicit_solver(p: int, rtol: float = 1e-12, atol: float = 1e-14) -> diffrax
     controller's own 1e-12 a field of stiffness 10^7 (Adam's order-1 field at eps = 1e-8)
     cannot converge in float64, every step is rejected and the solve runs out of steps;
     at 1e-8 the end state agrees with the one at 1e-9 and 1e-10 to 1e-15 (measured on the
-    2-parameter case of tests/test_convergence.py)."""
+    2-parameter case of tests/test_convergence_stiff.py)."""
     linear = lx.LU() if p <= DENSE_MAX_P else lx.GMRES(rtol=1e-10, atol=1e-12, restart=40,
                                                         stagnation_iters=40)
     chord = diffrax.VeryChord(rtol=max(rtol, NEWTON_RTOL), atol=max(atol, NEWTON_ATOL),

@@ -32,8 +32,8 @@ Data: with ``--data-dir DIR``, CIFAR-10/100 from DIR in the python-pickle layout
 written in that layout to a temporary directory: the step time does not depend on the
 values, the gradient shares do (they are then of random data, said so).
 
-``--small``: a small model (``resnet_small``) on a small synthetic set (256 training, 64
-test images of CIFAR's shape, physical batch 64): seconds on a CPU, the test's size; its
+``--small``: a small model (``resnet_small``) on a small synthetic set (128 training, 32
+test images of CIFAR's shape, physical batch 128): seconds on a CPU, the test's size; its
 projection stands the small model in for every figure's (a check of the arithmetic, not
 a forecast). Everything it prints on a CPU is CPU time.
 

@@ -208,17 +208,17 @@ def settings_of(m: Model, eps: float) -> dict:
 
 
 def record_path(out: str, m: Model, eps: float) -> str:
-    return os.path.join(out, f"{m.name}_eps{eps:.0e}.json")
+    """``OUT/{model}_eps{eps}.json``: eps as ``1e-03`` where that is exact (the committed
+    files), else its repr (1.5e-3 and 2e-3 must not share a file)."""
+    tag = f"{eps:.0e}" if float(f"{eps:.0e}") == eps else repr(eps)
+    return os.path.join(out, f"{m.name}_eps{tag}.json")
 
 
 def kappa_in_use() -> float:
-    """The kappa that ``bea.preflight`` prints h* = kappa / lambda with (read off a check
-    of a tiny sweep: bea's public face does not export the constant)."""
-    import bea
-    from bea.problems import bilinear
+    """The kappa that ``bea.preflight`` prints h* = kappa / lambda with."""
+    from bea._preflight import KAPPA
 
-    p = bilinear()
-    return bea.preflight(p.loss, p.theta0, p.data, h=[0.1], T=0.8, fields=["order0"]).kappa
+    return KAPPA
 
 
 # --- the rule ------------------------------------------------------------------------------
@@ -354,6 +354,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.small and any(n not in models for n in names):
         fail(PROG, f"--small measures {', '.join(models)} only, got --models {' '.join(names)}")
     eps_list = tuple(args.eps) if args.eps else (SMALL_EPS if args.small else EPS)
+    for flag, given in (("--eps", eps_list), ("--models", names)):
+        repeated = sorted({v for v in given if list(given).count(v) > 1}, key=str)
+        if repeated:
+            fail(PROG, f"{flag} {repeated[0]!r} is given twice")
     for e in eps_list:
         if not (math.isfinite(e) and 0 < e < 1):
             fail(PROG, f"--eps {e!r} must lie in (0, 1)")

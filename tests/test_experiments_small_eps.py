@@ -118,11 +118,23 @@ def test_rule_on_the_held_out_model(small):
     assert at_rule and min(at_rule) >= TARGET
 
 
+def test_record_files_do_not_collide():
+    """Two eps that print alike at one digit (1.5e-3, 2e-3) get their own files; an eps
+    exact at one digit keeps the committed name."""
+    from experiments.small_eps import MODELS, record_path
+
+    m = next(iter(MODELS.values()))
+    assert record_path("o", m, 1.5e-3) != record_path("o", m, 2e-3)
+    assert record_path("o", m, 1e-3).endswith("_eps1e-03.json")
+
+
 def test_bad_input_is_one_line(tmp_path, capsys):
     for argv, needle in ((["--eps", "0"], "--eps 0.0 must lie in (0, 1)"),
                          (["--eps", "1e-3,2"], "--eps 2.0"),
                          (["--small", "--models", "bilinear"], "--small measures user only"),
-                         (["--dpi", "5"], "--dpi")):
+                         (["--dpi", "5"], "--dpi"),
+                         (["--eps", "1e-3,1e-3"], "--eps 0.001 is given twice"),
+                         (["--models", "user", "user"], "--models 'user' is given twice")):
         with pytest.raises(SystemExit) as e:
             main(argv + ["--out", str(tmp_path / "x")])
         err = capsys.readouterr().err.strip()

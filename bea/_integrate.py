@@ -117,24 +117,28 @@ def solve(
     solver = diffrax.Dopri8() if solver is None else solver
     controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=dtmax)
 
-    def integrate(theta, n):
+    def integrate(theta, n, live):
+        # under vmap (a grid) lax.cond runs both branches on every lane: a lane that is not
+        # live integrates over [0, 0] from a finite state (no steps), instead of rejecting
+        # steps from a NaN state until max_steps while the live lanes wait for it
         term = diffrax.ODETerm(lambda t, y, args: field(n, y))
         sol = diffrax.diffeqsolve(
-            term, solver, t0=0.0, t1=h, dt0=h, y0=theta,
+            term, solver, t0=0.0, t1=jnp.where(live, h, 0.0), dt0=h,
+            y0=jnp.where(live, theta, jnp.zeros_like(theta)),
             stepsize_controller=controller, max_steps=max_steps,
             saveat=diffrax.SaveAt(t1=True), throw=False,
         )
         status = _status(sol, field, n)
         return jnp.where(status == OK, sol.ys[-1], jnp.nan), status
 
-    def skip(theta, n):  # a masked interval holds the state; after a failure: NaN, no work
+    def skip(theta, n, live):  # a masked interval holds the state; after a failure: NaN
         return theta, jnp.where(jnp.all(jnp.isfinite(theta)), OK, SKIPPED)
 
     def interval(theta, n):
         live = jnp.all(jnp.isfinite(theta))
         if active_steps is not None:
             live &= n < active_steps
-        nxt, status = jax.lax.cond(live, integrate, skip, theta, n)
+        nxt, status = jax.lax.cond(live, integrate, skip, theta, n, live)
         return nxt, (nxt, status)
 
     _, (ys, status) = jax.lax.scan(interval, theta0, start + jnp.arange(num_steps))
@@ -266,8 +270,10 @@ def solve_pair(field, theta, theta_ref, h, num_steps, *, rtol=1e-12, atol=1e-14,
     kw = dict(solver=solver, start=start, return_status=True)
     ys, status = solve(field, theta, h, num_steps, rtol=rtol, atol=atol, max_steps=max_steps,
                        active_steps=active_steps, **kw)
-    failed = first_failure(status)[0]
-    done = start + jnp.where(failed >= 0, failed, num_steps)
+    # the reference goes as far as the solve finished: to its first interval that failed
+    # or was skipped (a block after a failure starts from NaN: every interval SKIPPED)
+    stopped = status != OK
+    done = start + jnp.where(stopped.any(), jnp.argmax(stopped), num_steps)
     if active_steps is not None:
         done = jnp.minimum(done, active_steps)
     fine, fine_status = solve(field, theta_ref, h, num_steps, rtol=rtol / refine,

@@ -66,3 +66,19 @@ def test_bad_options_name_the_value():
         sv.solve_with_error(f, th, 0.1, 3, method="fixed", estimate="guess")
     with pytest.raises(ValueError, match="unknown method 'euler'"):
         sv.solve_with_error(f, th, 0.1, 3, method="euler")
+
+
+def test_a_block_after_a_failure_neither_solves_nor_moves_its_reference():
+    """A block whose incoming state is NaN (its solve failed in an earlier block) is
+    SKIPPED throughout, and its reference stays where the solve stopped instead of
+    integrating on from there at the wrong n; under vmap (a grid) the NaN lane does no
+    steps beside a live one (measured 0.7 s -> 0.3 ms for 16 intervals of y' = -y)."""
+    def pair(y, ref):
+        return sv.solve_pair(lambda n, z: -z, y, ref, 0.1, 4, start=4)
+
+    ys, fine, status = jax.jit(jax.vmap(pair))(jnp.array([[jnp.nan, 1.0], [1.0, 2.0]]),
+                                               jnp.array([[1.0, 2.0], [1.0, 2.0]]))
+    assert status[0].tolist() == [sv.SKIPPED] * 4 and status[1].tolist() == [sv.OK] * 4
+    np.testing.assert_array_equal(np.asarray(fine[0]), np.tile([1.0, 2.0], (5, 1)))
+    np.testing.assert_allclose(np.asarray(fine[1, -1]), np.exp(-0.4) * np.array([1.0, 2.0]),
+                               rtol=1e-10)

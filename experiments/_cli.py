@@ -218,3 +218,18 @@ def key_values(keys: tuple[str, ...]):
         return key, tuple(vals)
 
     return parse
+
+
+def save_png(fig, path: str, dpi: int) -> None:
+    """A matplotlib figure as PNG through bea's atomic writer (no half-written file,
+    unique temporary names for concurrent writers); the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from bea.io import write_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())

@@ -13,11 +13,10 @@ one line on stderr.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import time
 
-from experiments._cli import Parser, check_out_dir, fail, interruptible
+from experiments._cli import Parser, check_out_dir, fail, interruptible, save_png
 
 PROG = "experiments.bilinear"
 
@@ -63,7 +62,6 @@ def _draw(figure: int, results, contours: str, path: str, dpi: int) -> None:
     import numpy as np
 
     from bea import bilinear as B
-    from bea.io import write_atomic
 
     eps = B.EPS if contours == "perturbed" else None
     cx = np.asarray(B.cross())
@@ -114,10 +112,7 @@ def _draw(figure: int, results, contours: str, path: str, dpi: int) -> None:
                  f"eps = {B.EPS:g}, T = {B.T:g}; grey: contours of {what}; "
                  f"drift = change of lim ||grad E||_1/sqrt(2E)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    save_png(fig, path, dpi)
 
 
 @interruptible(PROG)

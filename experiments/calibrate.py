@@ -170,6 +170,11 @@ def check_args(args) -> None:
     size = SMALL if args.small else DEFAULTS
     args.model = args.model or size["model"]
     args.physical_batch = args.physical_batch or size["physical_batch"]
+    n_train = (SMALL["sizes"] if args.small else CIFAR_SIZES)[0]  # CIFAR's, on disk or not
+    if args.physical_batch > n_train:
+        raise ValueError(f"--physical-batch {args.physical_batch} exceeds the {n_train} "
+                         "training images: one batch would be the whole set, and the "
+                         "report would name a batch that never ran")
 
 
 def flops_per_example(model: str, num_classes: int, image_shape=(3, 32, 32), batch: int = 8

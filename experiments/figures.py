@@ -48,13 +48,12 @@ missing or drawn before version 2.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 
 import numpy as np
 
-from bea.io import write_atomic, write_json
+from bea.io import write_json
 from experiments._cli import (
     Parser,
     check_out_dir,
@@ -63,6 +62,7 @@ from experiments._cli import (
     integer,
     interruptible,
     number,
+    save_png,
 )
 from experiments._cli import numbers as number_list
 
@@ -105,14 +105,6 @@ STAND_IN = ("GD on the modified loss, finite-n c(n) (a stand-in, not the precond
 WORD = {"holds": "holds", "absent": "is absent", "reversed": "is reversed"}
 HPARAMS = ("h", "beta", "rho", "eps")
 DPI = 80
-
-
-def _save(fig, path: str) -> None:
-    """The figure as PNG through bea's atomic writer (no half-written file, unique
-    temporary names for concurrent writers)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    write_atomic(path, buf.getvalue())
 
 
 class FigureError(ValueError):
@@ -450,8 +442,7 @@ def draw(figure: int, run_dirs: list[str], out: str, threshold: float | None,
                 fontsize=7)
     fig.tight_layout()
     os.makedirs(out, exist_ok=True)
-    _save(fig, os.path.join(out, f"figure{figure}.png"))
-    plt.close(fig)
+    save_png(fig, os.path.join(out, f"figure{figure}.png"), DPI)
     numbers["verdict"] = "\n".join(p["verdict"] for p in numbers["panels"])
     write_json(os.path.join(out, f"figure{figure}.json"), numbers)
     return numbers
@@ -588,8 +579,7 @@ def draw_mechanism(run_dirs: list[str], out: str, threshold: float | None, windo
                  fontsize=8)
     fig.tight_layout()
     os.makedirs(out, exist_ok=True)
-    _save(fig, os.path.join(out, "mechanism.png"))
-    plt.close(fig)
+    save_png(fig, os.path.join(out, "mechanism.png"), DPI)
     lines = []
     for side in numbers["sides"]:
         last = side["trends"][-1] if side["trends"] else None

@@ -239,9 +239,11 @@ def load_run(out: str, method: str = "t") -> tuple[list[dict], dict]:
             key, values = settings["sweep"]
             settings["sweep"] = (key, tuple(values))
         members = plan(argparse.Namespace(**settings, interval=method))
-    except (KeyError, TypeError, F.FlowError) as e:
-        raise ValueError(f"--reanalyse: {head}: {e}") from None
-    if [m["name"] for m in members] != have["members"]:
+        listed = have["members"]
+    except (KeyError, TypeError, AttributeError, F.FlowError) as e:  # a damaged file
+        raise ValueError(f"--reanalyse: {head} is not a mechanism run's settings "
+                         f"({type(e).__name__}: {e})") from None
+    if [m["name"] for m in members] != listed:
         raise ValueError(f"--reanalyse: {head} lists other members than its settings give")
     records = {}
     for m in members:
@@ -249,7 +251,11 @@ def load_run(out: str, method: str = "t") -> tuple[list[dict], dict]:
         if not os.path.isfile(path):
             raise ValueError(f"--reanalyse: member {m['name']} has no flows.json "
                              "(run the command to finish it)")
-        rec = F.FlowRecord.from_json(io.read_json(path)["record"])
+        try:
+            rec = F.FlowRecord.from_json(io.read_json(path)["record"])
+        except (KeyError, TypeError, AttributeError, ValueError) as e:  # a damaged file
+            raise ValueError(f"--reanalyse: {path} is not a member's record "
+                             f"({type(e).__name__}: {e})") from None
         if not rec.done:
             raise ValueError(f"--reanalyse: member {m['name']} stopped at step "
                              f"{rec.steps[-1]} (run the command to finish it)")

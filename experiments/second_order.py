@@ -28,7 +28,6 @@ paths that share only their start.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import time
@@ -41,6 +40,7 @@ from experiments._cli import (
     fail,
     integer,
     interruptible,
+    save_png,
 )
 
 PROG = "python -m experiments.second_order"
@@ -244,7 +244,6 @@ def _plot(settings, results, path: str, dpi: int) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from bea.io import write_atomic
 
     k = len(settings)
     cols = min(k, 3)
@@ -269,10 +268,7 @@ def _plot(settings, results, path: str, dpi: int) -> None:
     fig.suptitle("Size of the second-order term along Adam's iterates (grey: the window of "
                  "the claims; dots: some |g_j| < 10 sqrt(eps))", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    save_png(fig, path, dpi)
 
 
 def table(summaries: list[dict]) -> str:

@@ -33,7 +33,6 @@ every record, the fitted kappa and the held-out check; OUT/small_eps.png the fig
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import time
@@ -47,6 +46,7 @@ from experiments._cli import (
     integer,
     interruptible,
     numbers,
+    save_png,
 )
 
 PROG = "python -m experiments.small_eps"
@@ -288,7 +288,6 @@ def plot(records: list[dict], kappa: float, path: str, dpi: int) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from bea.io import write_atomic
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     marks = {"bilinear": "o", "mlp": "s", "user": "^"}
@@ -324,10 +323,7 @@ def plot(records: list[dict], kappa: float, path: str, dpi: int) -> None:
     fig.suptitle("Where the first-order modified equation holds as eps -> 0 (open: a bound)",
                  fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    save_png(fig, path, dpi)
 
 
 def build_parser() -> Parser:

@@ -61,3 +61,17 @@ def assert_closed_equals_generic(name, problem, batches, theta, *, beta, rho, ep
     assert jnp.all(rel_(G0, C0) <= 1e-12) and jnp.all(rel_(G1, C1) <= 1e-12), name
     corr = rel_((G1 - G0) / h, (C1 - C0) / h)  # the h-term alone, not hidden behind f_n
     assert jnp.all(corr <= 1e-12), (name, corr)
+
+
+def markdown_rows(path, prefix: str) -> list[list[str]]:
+    """The rows of the markdown tables in ``path`` whose second cell starts with
+    ``prefix`` (a committed file named in backticks): their cells, with the bold and the
+    typographic minus taken off."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            cells = [c.strip().strip("*").replace("\u2212", "-")
+                     for c in line.strip().strip("|").split("|")]
+            if line.startswith("|") and len(cells) > 3 and cells[1].startswith(prefix):
+                rows.append(cells)
+    return rows

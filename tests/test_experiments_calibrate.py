@@ -109,6 +109,7 @@ def test_flops_per_example_of_a_dense_network():
     (["--seeds", "0"], "--seeds must be >= 1, got 0"),
     (["--run-steps", "0"], "--run-steps must be >= 1, got 0"),
     (["--physical-batch", "0"], "--physical-batch must be >= 1, got 0"),
+    (["--small", "--physical-batch", "1000"], "--physical-batch 1000 exceeds the 128"),
     (["--time-limit", "0"], "--time-limit must be > 0 seconds, got 0.0"),
     (["--time-limit", "nan"], "--time-limit must be > 0 seconds, got nan"),
     (["--eps", "1e-3,1e-3"], "--eps values repeat: 0.001,0.001"),

@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from _helpers import markdown_rows
 
 from bea.nn import _run_files as H
 from experiments import figures
@@ -334,20 +335,6 @@ def test_holm_adjusts_the_declared_headlines_of_all_figures(tmp_path, capsys):
     assert "--figure holm reads OUT's figure JSONs and takes no --runs" in err
 
 
-def _figure_table_rows(doc="docs/training.md"):
-    """The rows of the doc's headline figure table: a markdown row whose second cell names
-    a committed figure JSON `results/figures-cpu/figureN.json`; its cells, with the bold and
-    the typographic minus taken off."""
-    rows = []
-    for line in (ROOT / doc).read_text().splitlines():
-        cells = [c.strip().strip("*").replace("\u2212", "-")
-                 for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) > 3 and cells[1].startswith(
-                "`results/figures-cpu/"):
-            rows.append(cells)
-    return rows
-
-
 def test_the_docs_figure_table_is_recomputed_from_the_committed_figure_jsons():
     """docs/training.md's table of the CPU figures' declared headlines (K, slope with its
     interval, p, Holm-adjusted p over the seven headlines, verdict) equals what the
@@ -355,7 +342,8 @@ def test_the_docs_figure_table_is_recomputed_from_the_committed_figure_jsons():
     number there needs the runs or their checkpoints."""
     from bea.nn import stats
 
-    rows = _figure_table_rows()
+    assert figures.METHODS == stats.METHODS  # figures names them without importing stats
+    rows = markdown_rows(ROOT / "docs/training.md", "`results/figures-cpu/")
     assert [(r[0], r[2]) for r in rows] == [("3", "0"), ("4", "0"), ("4", "1"), ("5", "0"),
                                             ("6", "0"), ("7", "0"), ("8", "0")]
     heads = []

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from _helpers import markdown_rows
 
 from bea import mechanism as F
 from experiments import mechanism
@@ -107,6 +108,19 @@ def test_reanalyse_refuses_an_unfinished_member_and_a_plain_directory(tmp_path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0]
     assert _read(out / "summary.json") == before  # nothing written
+    # damaged files: one line each, not a traceback
+    first = out / "rho=0.9" / "seed=0" / "flows.json"
+    first.write_text(json.dumps({"member": "rho=0.9/seed=0"}))
+    head = _read(out / "mechanism.json")
+    for damage, match in ((None, "is not a member's record (KeyError"),
+                          ("members", "is not a mechanism run's settings (KeyError")):
+        if damage:
+            (out / "mechanism.json").write_text(json.dumps(
+                {k: v for k, v in head.items() if k != damage}))
+        with pytest.raises(SystemExit) as e:
+            mechanism.main(["--reanalyse", "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and match in err[0], err
 
 
 def test_an_interrupted_run_continues_to_the_same_numbers(tmp_path, monkeypatch):
@@ -176,18 +190,9 @@ DOCS = ("docs/training.md", "docs/mechanism.md")
 
 
 def _headline_rows(doc):
-    """The rows of the docs' headline mechanism tables: a markdown row whose second cell
-    names a committed run directory `results/mechanism/...`; its cells after that, with
-    the bold and the typographic minus taken off."""
-    rows = {}
-    with open(os.path.join(ROOT, doc)) as f:
-        for line in f:
-            cells = [c.strip().strip("*").replace("\u2212", "-")
-                     for c in line.strip().strip("|").split("|")]
-            if (line.startswith("|") and len(cells) > 2
-                    and cells[1].startswith("`results/mechanism/")):
-                rows[cells[1].strip("`")] = cells[2:]
-    return rows
+    """The docs' headline mechanism rows, by committed run directory: their cells after it."""
+    rows = markdown_rows(os.path.join(ROOT, doc), "`results/mechanism/")
+    return {cells[1].strip("`"): cells[2:] for cells in rows}
 
 
 def test_the_docs_headline_mechanism_table_is_recomputed_from_the_committed_files():

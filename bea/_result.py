@@ -351,7 +351,13 @@ class SweepResult:
         for k in fields:
             f = self.fields[k]
             for i, (h, step) in enumerate(zip(self.h, f.ode_diverged_at, strict=True)):
-                if step is None or h in self.diverged_at:
+                if h in self.diverged_at:
+                    continue
+                if step is None:  # the solve finished: a failure is its error reference's
+                    if f.failure[i] is not None:
+                        lines.append(f"h={h:g}: the {k} field's solve finished but its error "
+                                     "reference (at 100x tighter tolerance) did not, so its "
+                                     f"solver error is unknown: {f.failure[i]['message']}")
                     continue
                 if f.failure[i] is not None:
                     lines.append(f.failure[i]["message"])

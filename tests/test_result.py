@@ -243,3 +243,18 @@ def only_order1(res):
     import dataclasses
 
     return dataclasses.replace(res, fields={"order1": res.fields["order1"]})
+
+
+def test_a_failed_error_reference_is_shown_though_the_solve_finished(res):
+    """A solve that finished (its path finite) whose reference at 100x tighter tolerance
+    ran out of steps: the table says so, instead of hiding the recorded failure."""
+    import dataclasses
+
+    f = res.fields["order1"]
+    why = {"cause": "max_steps", "message": "h=0.02: ran out of steps (stand-in)"}
+    bad = dataclasses.replace(f, failure=(why,) + tuple(f.failure[1:]))
+    r = dataclasses.replace(res, fields={**res.fields, "order1": bad})
+    assert all(s is None for s in bad.ode_diverged_at)
+    assert ("the order1 field's solve finished but its error reference (at 100x tighter "
+            "tolerance) did not" in r.table())
+    assert "did not" not in res.table()

@@ -33,7 +33,7 @@ from bea._norms import (
     two_norm,
 )
 from bea._precision import enable_x64
-from bea._preflight import BudgetError, Preflight, preflight
+from bea._preflight import KAPPA, BudgetError, Preflight, preflight
 from bea._result import FieldResult, GridResult, Schedule, SweepResult
 from bea._typing import Field
 from bea.fields import make_field, modified_field
@@ -50,7 +50,7 @@ from bea.problems import Problem, as_problem, make_problem
 
 __all__ = [
     "sweep", "grid", "SweepConfig", "SweepResult", "GridResult", "FieldResult", "Schedule",
-    "preflight", "Preflight", "BudgetError",
+    "preflight", "Preflight", "BudgetError", "KAPPA",
     "global_error", "fit_slope", "local_slopes", "MIN_STEPS",
     "make_field", "modified_field", "Field", "solve", "enable_x64",
     "adam", "adam_eps_outside", "rmsprop", "rmsprop_eps_outside", "gd", "heavy_ball",

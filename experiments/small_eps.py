@@ -215,10 +215,10 @@ def record_path(out: str, m: Model, eps: float) -> str:
 
 
 def kappa_in_use() -> float:
-    """The kappa that ``bea.preflight`` prints h* = kappa / lambda with."""
-    from bea._preflight import KAPPA
+    """The kappa that ``bea.preflight`` prints h* = kappa / lambda with (``bea.KAPPA``)."""
+    import bea
 
-    return KAPPA
+    return bea.KAPPA
 
 
 # --- the rule ------------------------------------------------------------------------------
